@@ -1,0 +1,30 @@
+"""Entry point of the `ppr` command line."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import typer
+
+from cli import data as data_cmd
+from cli import privacy as privacy_cmd
+from cli import simulate as simulate_cmd
+from cli import sweep as sweep_cmd
+
+app = typer.Typer(
+    name="ppr",
+    help="Privacy-preserving recommender toolkit: federated MF, CKKS aggregation, DP accounting.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("simulate")(simulate_cmd.simulate)
+app.command("sweep")(sweep_cmd.sweep)
+app.add_typer(data_cmd.app, name="data", help="Generate and inspect interaction data sets.")
+app.add_typer(privacy_cmd.app, name="privacy", help="Privacy accounting and noise calibration.")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

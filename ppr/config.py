@@ -1,0 +1,370 @@
+"""Typed, validated, frozen run configuration.
+
+A run is described by one TOML file (see ``configs/``) whose tables map onto the frozen dataclasses
+below. Loading is strict: an unknown key, a value of the wrong type or out of range raises
+:class:`~ppr.errors.ConfigError` with one line naming the key and what is allowed. ``--set
+section.key=value`` overrides any key (the value is parsed as a TOML literal, else taken as a string).
+The resolved config is saved beside the results (``config.toml`` in the run directory), so a run can
+be reproduced from its directory alone.
+
+The defaults are the *embedded default*: a small synthetic data set that runs end to end in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ppr.errors import ConfigError
+
+
+def _meta(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
+          lt: float | None = None, doc: str = "") -> dict:
+    return {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+
+
+def _f(default: Any, **kw: Any) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=_meta(**kw))
+    return field(default=default, metadata=_meta(**kw))
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Sizes and shape of the synthetic MovieLens-like generator (used when ``data.source`` is
+    ``"synthetic"``)."""
+
+    n_users: int = _f(600, ge=1, doc="number of users")
+    n_items: int = _f(400, ge=1, doc="number of items")
+    n_interactions: int = _f(30_000, ge=1, doc="target number of ratings")
+    dim: int = _f(8, ge=1, doc="latent dimension of the generating preferences")
+    popularity_exponent: float = _f(1.0, ge=0.0, doc="Zipf exponent of item popularity")
+    activity_sigma: float = _f(1.0, ge=0.0, doc="log-normal sigma of user activity")
+    min_per_user: int = _f(10, ge=1, doc="minimum ratings per user")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["synthetic", "ml-100k", "ml-1m", "ml-csv", "csv", "parquet", "auto"] = _f(
+        "synthetic", doc="loader to use; `auto` guesses from the files under `path`"
+    )
+    path: str = _f("", doc="file or directory; `$PPR_DATA_DIR` and `~` are expanded")
+    columns: dict = _f({}, doc="csv/parquet column mapping: {user=, item=, rating=, timestamp=}")
+    separator: str = _f(",", doc="csv field separator")
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def resolved_path(self) -> Path:
+        data_dir = os.environ.get("PPR_DATA_DIR", "../shared/datasets")
+        p = self.path.replace("${PPR_DATA_DIR}", data_dir).replace("$PPR_DATA_DIR", data_dir)
+        return Path(os.path.expanduser(p))
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    protocol: Literal["random", "leave_last", "held_out_users"] = _f(
+        "random", doc="per-user random holdout, leave-last-k by time, or held-out users (fold-in)"
+    )
+    positive_threshold: float = _f(4.0, doc="ratings >= this are implicit positives")
+    test_fraction: float = _f(0.2, gt=0.0, lt=1.0, doc="per-user holdout fraction (random)")
+    leave_last_k: int = _f(1, ge=1, doc="test items per user (leave_last)")
+    held_out_fraction: float = _f(0.1, gt=0.0, lt=1.0, doc="users held out (held_out_users)")
+    fold_in_fraction: float = _f(0.8, gt=0.0, lt=1.0, doc="held-out users' fold-in share")
+    validation_fraction: float = _f(0.1, ge=0.0, lt=1.0, doc="share of train carved for validation")
+    min_train: int = _f(1, ge=1, doc="evaluated users keep at least this many train positives")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    dim: int = _f(32, ge=1, doc="embedding dimension")
+    alpha: float = _f(10.0, ge=0.0, doc="confidence: observed positives weigh 1 + alpha")
+    reg: float = _f(1.0, gt=0.0, doc="L2 regularization lambda of the user solve")
+    item_reg: float = _f(0.0, ge=0.0, doc="L2 regularization of the item matrix (server side)")
+    init_scale: float = _f(0.1, gt=0.0, doc="std of the initial item matrix")
+    local_steps: int = _f(1, ge=1, doc="local gradient steps on the item matrix per round")
+    local_lr: float = _f(1.0, gt=0.0, doc="local step size (only matters with local_steps > 1)")
+
+
+@dataclass(frozen=True)
+class FederatedConfig:
+    rounds: int = _f(30, ge=1, doc="federated rounds")
+    sampling: Literal["poisson", "fixed"] = _f("poisson", doc="cohort selection")
+    sampling_rate: float = _f(1.0, gt=0.0, le=1.0, doc="Poisson sampling rate q")
+    cohort_size: int = _f(100, ge=1, doc="cohort size for fixed sampling")
+    server_optimizer: Literal["sgd", "momentum", "adam"] = _f("adam", doc="FedAvg/FedAvgM/FedAdam")
+    server_lr: float = _f(0.05, gt=0.0, doc="server learning rate")
+    server_momentum: float = _f(0.9, ge=0.0, lt=1.0, doc="momentum (momentum) or b1 (adam)")
+    dropout_rate: float = _f(0.0, ge=0.0, lt=1.0, doc="probability a sampled device drops out")
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    mode: Literal["plaintext", "ckks"] = _f("plaintext", doc="how the cohort sum is formed")
+    workers: int = _f(2, ge=1, doc="device-side encryption worker processes (ckks)")
+    poly_modulus_degree: int = _f(4096, ge=1024, doc="CKKS ring degree N (slots = N/2)")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    epsilon: float = _f(math.inf, gt=0.0, doc='target user-level epsilon; "inf" means no DP')
+    delta: float = _f(0.0, ge=0.0, lt=1.0, doc="target delta; 0 picks 1/(10 N); must be < 1/N")
+    clip_norm: float = _f(1.0, gt=0.0, doc="L2 bound C on each device's whole update")
+    noise: Literal["central", "distributed"] = _f("central", doc="who adds the Gaussian noise")
+    accountant: Literal["rdp", "pld"] = _f("rdp", doc="privacy accountant")
+    popularity_share: float = _f(0.1, ge=0.0, lt=1.0, doc="share of epsilon for DP popularity")
+    popularity_max_items: int = _f(50, ge=1, doc="items one device contributes to popularity")
+    popularity_blend: float = _f(0.0, ge=0.0, doc="weight of the DP popularity prior in scores")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    k: int = _f(20, ge=1, doc="cut-off of recall@k and NDCG@k")
+    split: Literal["test", "validation"] = _f("test", doc="split reported as the run's metrics")
+    eval_every: int = _f(0, ge=0, doc="evaluate on validation every n rounds (0: only at the end)")
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    popularity: bool = _f(True, doc="report the popularity baseline")
+    centralized: bool = _f(True, doc="report centralized (non-federated) MF with the same model")
+    centralized_iterations: int = _f(15, ge=1, doc="ALS iterations of the centralized baseline")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    runs_dir: str = _f("runs", doc="where run directories are created")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = _f("default", doc="run name (prefix of the run directory)")
+    seed: int = _f(0, ge=0, doc="seed of every random choice in the run")
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def replace(self, **overrides: Any) -> Config:
+        """Return a copy with dotted-key overrides applied and validated, e.g.
+        ``cfg.replace(**{"privacy.epsilon": 4.0})``."""
+        d = to_dict(self)
+        for key, value in overrides.items():
+            _set_dotted(d, key, value)
+        return from_dict(d)
+
+
+# --------------------------------------------------------------------------------------------
+# dict <-> dataclass with strict validation
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(
+                f"`{key}` must be one of {', '.join(repr(a) for a in allowed)}. Found {value!r}."
+            )
+        return value
+    if origin in (types.UnionType, typing.Union):
+        raise ConfigError(f"`{key}`: unsupported type")  # not used by the schema
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"`{key}` must be true or false. Found {value!r}.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"`{key}` must be an integer. Found {value!r}.")
+    elif tp is float:
+        if isinstance(value, str) and value.strip().lower() in ("inf", "infinity", "+inf"):
+            value = math.inf
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"`{key}` must be a number. Found {value!r}.")
+        value = float(value)
+        if math.isnan(value):
+            raise ConfigError(f"`{key}` must be a number. Found nan.")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"`{key}` must be a string. Found {value!r}.")
+        return value
+    elif tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"`{key}` must be a table. Found {value!r}.")
+        return dict(value)
+    for bound, ok, word in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        b = meta.get(bound)
+        if b is not None and not ok(value, b):
+            raise ConfigError(f"`{key}` must be {word} {b}. Found {value!r}.")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"`{prefix.rstrip('.')}` must be a table. Found {data!r}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            allowed = ", ".join(sorted(names))
+            raise ConfigError(f"unknown key `{prefix}{key}`; allowed keys: {allowed}.")
+    kwargs = {}
+    for name, f in names.items():
+        if name not in data:
+            continue
+        tp = hints[name]
+        key = f"{prefix}{name}"
+        if _is_dataclass_type(tp):
+            kwargs[name] = _build(tp, data[name], key + ".")
+        else:
+            kwargs[name] = _coerce(key, data[name], tp, dict(f.metadata))
+    return cls(**kwargs)
+
+
+def from_dict(data: dict) -> Config:
+    return _build(Config, data, "")
+
+
+def to_dict(obj: Any) -> dict:
+    out: dict = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else (dict(v) if isinstance(v, dict) else v)
+    return out
+
+
+def _parse_literal(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = d
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"unknown key `{'.'.join(parts[: i + 1])}` in override `{key}`.")
+        node = nxt
+    if parts[-1] not in node:
+        # let from_dict report it with the allowed keys
+        pass
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``["a.b=1", "c=x"]`` into ``{"a.b": 1, "c": "x"}`` (values as TOML literals)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override `{item}` must look like section.key=value.")
+        key, _, value = item.partition("=")
+        out[key.strip()] = _parse_literal(value.strip())
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Load a TOML config (or the embedded default when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found.")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}.") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a UTF-8 text file.") from None
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    merged = to_dict(_build(Config, data, ""))  # validate the file alone first
+    for key, value in (overrides or {}).items():
+        _set_dotted(merged, key, value)
+    try:
+        return from_dict(merged)
+    except ConfigError as exc:
+        if path is not None and not overrides:
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
+
+
+def to_toml(cfg: Config) -> str:
+    """Serialize a config to TOML (round-trips through :func:`load_config`)."""
+    lines: list[str] = []
+
+    def lit(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, float):
+            if math.isinf(v):
+                return '"inf"'
+            return repr(v)
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {lit(x)}" for k, x in v.items()) + "}"
+        raise TypeError(type(v))
+
+    def emit(obj: Any, prefix: str) -> None:
+        scalars = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                   if not dataclasses.is_dataclass(getattr(obj, f.name))]
+        tables = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                  if dataclasses.is_dataclass(getattr(obj, f.name))]
+        if prefix:
+            lines.append(f"\n[{prefix}]")
+        for name, v in scalars:
+            lines.append(f"{name} = {lit(v)}")
+        for name, v in tables:
+            emit(v, f"{prefix}.{name}" if prefix else name)
+
+    emit(cfg, "")
+    return "\n".join(lines).lstrip() + "\n"
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) rows for every config key: the config reference."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        inst = cls()
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if _is_dataclass_type(tp):
+                walk(tp, f"{prefix}{f.name}.")
+            else:
+                rows.append((f"{prefix}{f.name}", _type_name(tp), repr(getattr(inst, f.name)),
+                             f.metadata.get("doc", "")))
+
+    walk(Config, "")
+    return rows

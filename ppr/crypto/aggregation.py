@@ -1,0 +1,329 @@
+"""Whole aggregation rounds: CKKS secure aggregation and its plaintext twin, one contract.
+
+Round protocol (CKKS): each device encrypts its update with the public context -> the aggregator
+validates and sums the ciphertexts -> the aggregator adds the plaintext noise vector to the
+encrypted sum (central DP: no party ever sees an un-noised aggregate) -> the key holder decrypts
+the one aggregate of the round -> the flat float64 sum goes to the server. Every message crosses
+the :class:`~ppr.crypto.channel.Channel` as bytes; the public context is sent to each device the
+first time it takes part.
+
+Plaintext mode is the same contract with encryption replaced by identity: devices send their
+update as float32 bytes and the aggregator sums in float64. Both modes reject wrong-shaped input
+arrays with ``ValueError``, reject (and log) individual bad device updates while the round goes
+on, and treat a missing row or a ``None`` message as a dropout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ppr.crypto.channel import (
+    KIND_AGGREGATE,
+    KIND_PUBLIC_CONTEXT,
+    KIND_RESULT,
+    KIND_UPDATE,
+    Channel,
+)
+from ppr.crypto.errors import ProtocolError, UpdateRejected
+from ppr.crypto.params import CkksParams, default_params, precision_bound
+from ppr.crypto.pool import EncryptionPool
+from ppr.crypto.roles import Aggregator, KeyHolder
+from ppr.crypto.spec import AggregationSpec, check_update
+
+logger = logging.getLogger("ppr.crypto")
+
+AGGREGATOR = "aggregator"
+KEY_HOLDER = "key_holder"
+SERVER = "server"
+
+
+def device_name(device_id: int) -> str:
+    return f"device/{int(device_id)}"
+
+
+@dataclass
+class AggregationResult:
+    """One round's outcome. ``total`` is float64 of length ``update_size``: the (noised) sum of
+    the accepted updates. ``rejected`` maps device id to the logged reason; ``dropped`` lists
+    devices that sent nothing; ``upload_bytes`` counts all bytes devices sent this round."""
+
+    total: np.ndarray
+    n_accepted: int
+    rejected: dict[int, str]
+    upload_bytes: int
+    dropped: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _check_inputs(
+    updates: np.ndarray, device_ids: np.ndarray, noise: np.ndarray | None, n_values: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    u = np.asarray(updates)
+    if u.ndim != 2 or u.shape[1] != n_values:
+        raise ValueError(f"`updates` must have shape (n_devices, {n_values}). Found {u.shape}.")
+    ids = np.asarray(device_ids).reshape(-1)
+    if ids.shape[0] != u.shape[0]:
+        raise ValueError(f"`device_ids` must have {u.shape[0]} entries. Found {ids.shape[0]}.")
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"`device_ids` must be integers. Found dtype {ids.dtype}.")
+    if np.unique(ids).size != ids.size:
+        raise ValueError("`device_ids` must be unique within a round.")
+    z = None
+    if noise is not None:
+        z = np.asarray(noise, dtype=np.float64).reshape(-1)
+        if z.shape != (n_values,) or not np.all(np.isfinite(z)):
+            raise ValueError(f"`noise` must be a finite vector of length {n_values}.")
+    return u, ids, z
+
+
+class PlaintextAggregation:
+    """Same contract as :class:`CkksSecureAggregation`; updates travel as float32 bytes and are
+    summed in float64 (so a float32 input gives exactly the float64 sum of its rows)."""
+
+    def __init__(self, update_size: int, value_bound: float = 1.0) -> None:
+        self.spec = AggregationSpec(update_size, value_bound)
+        self.channel = Channel()
+
+    def aggregate(
+        self,
+        updates: np.ndarray,
+        device_ids: np.ndarray,
+        round_idx: int,
+        noise: np.ndarray | None = None,
+    ) -> AggregationResult:
+        """Sum the rows of ``updates`` (plus ``noise``); bad rows are rejected, not raised."""
+        u, ids, z = _check_inputs(updates, device_ids, noise, self.spec.n_values)
+        messages: dict[int, bytes | None] = {}
+        refused: dict[int, str] = {}
+        for dev, row in zip(ids, u, strict=True):
+            try:
+                messages[int(dev)] = check_update(row, self.spec).astype("<f4").tobytes()
+            except UpdateRejected as exc:
+                refused[int(dev)] = f"device refused its update: {exc}"
+        result = self.aggregate_messages(messages, round_idx, z)
+        for dev, reason in refused.items():
+            logger.warning("round %d: rejected device %d: %s", round_idx, dev, reason)
+        result.rejected.update(refused)
+        return result
+
+    def aggregate_messages(
+        self, messages: dict[int, bytes | None], round_idx: int, noise: np.ndarray | None = None
+    ) -> AggregationResult:
+        """Aggregate raw device payloads (float32 little-endian bytes; ``None`` = dropout)."""
+        t0 = time.perf_counter()
+        n = self.spec.n_values
+        total = np.zeros(n, dtype=np.float64)
+        rejected: dict[int, str] = {}
+        dropped: list[int] = []
+        n_ok = 0
+        upload = 0
+        for dev, payload in messages.items():
+            if payload is None:
+                dropped.append(int(dev))
+                continue
+            try:
+                data = self.channel.send(
+                    device_name(dev), AGGREGATOR, KIND_UPDATE, payload, round_idx
+                )
+                upload += len(data)
+                if len(data) != 4 * n:
+                    raise UpdateRejected(f"payload has {len(data)} bytes, expected {4 * n}")
+                total += check_update(np.frombuffer(data, dtype="<f4"), self.spec)
+                n_ok += 1
+            except (UpdateRejected, TypeError) as exc:
+                rejected[int(dev)] = str(exc)
+                logger.warning("round %d: rejected device %d: %s", round_idx, int(dev), exc)
+        if noise is not None:
+            z = np.asarray(noise, dtype=np.float64).reshape(-1)
+            if z.shape != (n,) or not np.all(np.isfinite(z)):
+                raise ValueError(f"`noise` must be a finite vector of length {n}.")
+            total += z
+        out = self.channel.send(AGGREGATOR, SERVER, KIND_RESULT, total.tobytes(), round_idx)
+        total = np.frombuffer(out, dtype=np.float64).copy()
+        return AggregationResult(
+            total, n_ok, rejected, upload, dropped, {"total_s": time.perf_counter() - t0}
+        )
+
+    def close(self) -> None:
+        """Nothing to release (for interface parity)."""
+
+    def __enter__(self) -> PlaintextAggregation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CkksSecureAggregation:
+    """Orchestrates KeyHolder, Aggregator, devices and Channel for whole rounds.
+
+    ``seed`` is accepted for interface parity with the plaintext path and ignored: encryption
+    randomness comes from SEAL's OS-backed CSPRNG and must not be seeded. ``workers > 1``
+    encrypts in a pool of processes kept alive until :meth:`close` (also a context manager).
+    Before each round the cohort plus noise is checked against the overflow capacity; after
+    decryption the key holder rejects (:class:`~ppr.crypto.errors.AggregateRejectedError`) an
+    aggregate that is non-finite or beyond ``(n_accepted + max|noise| / value_bound)`` value
+    bounds plus the precision margin.
+    """
+
+    def __init__(
+        self,
+        update_size: int,
+        params: CkksParams | None = None,
+        workers: int = 1,
+        value_bound: float = 1.0,
+        seed: int | None = None,
+        start_method: str = "spawn",
+    ) -> None:
+        self.spec = AggregationSpec(update_size, value_bound, params or default_params())
+        self.channel = Channel()
+        self._key_holder = KeyHolder(self.spec)
+        public = self._key_holder.public_context()
+        self._public_context = public
+        received = self.channel.send(KEY_HOLDER, AGGREGATOR, KIND_PUBLIC_CONTEXT, public, -1)
+        self.aggregator = Aggregator(received, self.spec)
+        self._pool = EncryptionPool(public, self.spec, workers, start_method)
+        self._devices_with_context: set[int] = set()
+
+    @property
+    def public_context(self) -> bytes:
+        """The serialized public context (what devices and the aggregator hold)."""
+        return self._public_context
+
+    def _distribute_context(self, device_ids: list[int], round_idx: int) -> None:
+        for dev in device_ids:
+            if dev not in self._devices_with_context:
+                self.channel.send(
+                    KEY_HOLDER,
+                    device_name(dev),
+                    KIND_PUBLIC_CONTEXT,
+                    self._public_context,
+                    round_idx,
+                )
+                self._devices_with_context.add(dev)
+
+    def _check_round(self, round_idx: int, n_devices: int, noise: np.ndarray | None) -> None:
+        if self._key_holder.has_decrypted(round_idx):
+            raise ProtocolError(f"round {round_idx} was already aggregated and decrypted.")
+        peak = 0.0 if noise is None else float(np.max(np.abs(noise))) / self.spec.value_bound
+        cap = self.spec.params.capacity
+        if n_devices + peak >= cap:
+            raise ProtocolError(
+                f"a cohort of {n_devices} devices plus noise of {peak:.3g} value bounds could "
+                f"overflow the CKKS capacity {cap:g}; use a smaller scale or a larger data prime."
+            )
+
+    def aggregate(
+        self,
+        updates: np.ndarray,
+        device_ids: np.ndarray,
+        round_idx: int,
+        noise: np.ndarray | None = None,
+    ) -> AggregationResult:
+        """Run one round over the rows of ``updates`` (each ``|x| <= value_bound``)."""
+        t0 = time.perf_counter()
+        u, ids, z = _check_inputs(updates, device_ids, noise, self.spec.n_values)
+        self._check_round(round_idx, u.shape[0], z)
+        id_list = [int(d) for d in ids]
+        self._distribute_context(id_list, round_idx)
+        self.aggregator.start_round(round_idx)
+        upload = 0
+        t_agg = 0.0
+        for out in self._pool.encrypt_many(u, ids, round_idx):
+            if out.payload is None:
+                self._record_failed_device(out.device_id, out.reason or "", out.dropped, round_idx)
+                continue
+            data = self.channel.send(
+                device_name(out.device_id), AGGREGATOR, KIND_UPDATE, out.payload, round_idx
+            )
+            upload += len(data)
+            t1 = time.perf_counter()
+            self.aggregator.receive(out.device_id, data)
+            t_agg += time.perf_counter() - t1
+        t_enc = time.perf_counter() - t0 - t_agg
+        return self._finish_round(round_idx, z, upload, t0, {"devices_s": t_enc}, t_agg)
+
+    def _record_failed_device(self, dev: int, reason: str, dropped: bool, round_idx: int) -> None:
+        if dropped:
+            self.aggregator.receive(dev, None)
+        else:
+            self.aggregator.rejected[dev] = reason
+            logger.warning("round %d: rejected device %d: %s", round_idx, dev, reason)
+
+    def aggregate_messages(
+        self,
+        messages: dict[int, bytes | list[bytes] | None],
+        round_idx: int,
+        noise: np.ndarray | None = None,
+    ) -> AggregationResult:
+        """Aggregate raw device payloads (a frame, a list of serialized chunks, or ``None`` for
+        a dropout). Bad payloads are rejected with a logged reason; the round always completes."""
+        t0 = time.perf_counter()
+        z = None
+        if noise is not None:
+            z = np.asarray(noise, dtype=np.float64).reshape(-1)
+            if z.shape != (self.spec.n_values,) or not np.all(np.isfinite(z)):
+                raise ValueError(f"`noise` must be a finite vector of length {self.spec.n_values}.")
+        self._check_round(round_idx, len(messages), z)
+        self.aggregator.start_round(round_idx)
+        upload = 0
+        for dev, payload in messages.items():
+            if payload is not None:
+                raw = payload if isinstance(payload, list | tuple) else [payload]
+                for part in raw:
+                    if isinstance(part, bytes | bytearray):
+                        upload += len(
+                            self.channel.send(
+                                device_name(dev), AGGREGATOR, KIND_UPDATE, part, round_idx
+                            )
+                        )
+            self.aggregator.receive(dev, payload)
+        t_agg = time.perf_counter() - t0
+        return self._finish_round(round_idx, z, upload, t0, {}, t_agg)
+
+    def _finish_round(
+        self,
+        round_idx: int,
+        noise: np.ndarray | None,
+        upload: int,
+        t0: float,
+        timings: dict[str, float],
+        t_agg: float,
+    ) -> AggregationResult:
+        agg = self.aggregator
+        t1 = time.perf_counter()
+        framed = agg.finish(noise)
+        t_agg += time.perf_counter() - t1
+        sent = self.channel.send(AGGREGATOR, KEY_HOLDER, KIND_AGGREGATE, framed, round_idx)
+        peak = 0.0 if noise is None else float(np.max(np.abs(noise)))
+        vb = self.spec.value_bound
+        bound = (
+            agg.n_accepted + peak / vb + precision_bound(self.spec.params, agg.n_accepted)
+        ) * vb
+        t2 = time.perf_counter()
+        total = self._key_holder.decrypt_aggregate(sent, round_idx, abs_bound=bound * (1 + 1e-9))
+        t_dec = time.perf_counter() - t2
+        out = self.channel.send(KEY_HOLDER, SERVER, KIND_RESULT, total.tobytes(), round_idx)
+        timings.update(aggregator_s=t_agg, key_holder_s=t_dec, total_s=time.perf_counter() - t0)
+        return AggregationResult(
+            total=np.frombuffer(out, dtype=np.float64).copy(),
+            n_accepted=agg.n_accepted,
+            rejected=dict(agg.rejected),
+            upload_bytes=upload,
+            dropped=list(agg.dropped),
+            timings=timings,
+        )
+
+    def close(self) -> None:
+        """Stop the encryption workers (idempotent)."""
+        self._pool.close()
+
+    def __enter__(self) -> CkksSecureAggregation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

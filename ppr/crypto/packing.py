@@ -1,0 +1,79 @@
+"""Packing of flat updates into slot-sized chunks, and the wire frame for a list of ciphertexts.
+
+Frame layout (little endian): ``b"PPRC"``, version ``u8``, round index ``i64``, chunk count
+``u32``, then ``u32`` length per chunk, then the chunk bytes back to back. Parsing never trusts
+the header: counts and lengths are checked against the actual payload size.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from ppr.crypto.errors import UpdateRejected
+
+_MAGIC = b"PPRC"
+_VERSION = 1
+_HEADER = struct.Struct("<4sBqI")
+_LEN = struct.Struct("<I")
+#: Upper bound on chunks in one frame (protects the parser from absurd headers).
+MAX_CHUNKS = 1 << 16
+
+
+def pack(update: np.ndarray, slots: int) -> np.ndarray:
+    """Flat ``update`` (length n) -> ``(ceil(n / slots), slots)`` float64 array, zero-padded.
+
+    Invariant: ``unpack(pack(x, s), len(x)) == x`` exactly (as float64).
+    """
+    flat = np.asarray(update, dtype=np.float64).reshape(-1)
+    if slots <= 0:
+        raise ValueError(f"`slots` must be positive. Found {slots}.")
+    n_chunks = max(1, -(-flat.size // slots))
+    out = np.zeros(n_chunks * slots, dtype=np.float64)
+    out[: flat.size] = flat
+    return out.reshape(n_chunks, slots)
+
+
+def unpack(chunks: np.ndarray | list[np.ndarray], n_values: int) -> np.ndarray:
+    """Concatenate decrypted chunks and drop the zero padding: float64 vector of ``n_values``."""
+    flat = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1) for c in chunks])
+    if flat.size < n_values:
+        raise ValueError(f"chunks hold {flat.size} values, fewer than `n_values` {n_values}.")
+    return flat[:n_values].copy()
+
+
+def encode_frame(chunks: list[bytes], round_idx: int) -> bytes:
+    """Serialize a list of ciphertext byte strings for one round into one message."""
+    if len(chunks) > MAX_CHUNKS:
+        raise ValueError(f"at most {MAX_CHUNKS} chunks per frame. Found {len(chunks)}.")
+    header = _HEADER.pack(_MAGIC, _VERSION, int(round_idx), len(chunks))
+    lengths = b"".join(_LEN.pack(len(c)) for c in chunks)
+    return header + lengths + b"".join(chunks)
+
+
+def decode_frame(payload: bytes) -> tuple[int, list[bytes]]:
+    """Parse a frame into ``(round_idx, chunks)``; raise :class:`UpdateRejected` on any defect."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise UpdateRejected(f"payload is {type(payload).__name__}, not bytes")
+    data = bytes(payload)
+    if len(data) < _HEADER.size:
+        raise UpdateRejected(f"payload of {len(data)} bytes is shorter than the frame header")
+    magic, version, round_idx, n_chunks = _HEADER.unpack_from(data, 0)
+    if magic != _MAGIC or version != _VERSION:
+        raise UpdateRejected("payload is not a ppr ciphertext frame (bad magic or version)")
+    if n_chunks > MAX_CHUNKS:
+        raise UpdateRejected(f"frame claims {n_chunks} chunks (limit {MAX_CHUNKS})")
+    offset = _HEADER.size + _LEN.size * n_chunks
+    if len(data) < offset:
+        raise UpdateRejected("frame is truncated inside its chunk-length table")
+    lengths = [_LEN.unpack_from(data, _HEADER.size + _LEN.size * i)[0] for i in range(n_chunks)]
+    if offset + sum(lengths) != len(data):
+        raise UpdateRejected(
+            f"frame lengths sum to {offset + sum(lengths)} bytes but the payload has {len(data)}"
+        )
+    chunks = []
+    for n in lengths:
+        chunks.append(data[offset : offset + n])
+        offset += n
+    return int(round_idx), chunks

@@ -1,0 +1,211 @@
+"""Implicit matrix factorization with a weighted loss, split between devices and a server.
+
+Loss of user ``u`` (positives r_ui = 1, everything else 0)::
+
+    L_u(p_u, Q) = sum_i c_ui (r_ui - p_u . q_i)^2 + lambda ||p_u||^2,   c_ui = 1 + alpha r_ui
+
+*User solve* (on the device, closed form; ``p_u`` never leaves it)::
+
+    p_u = (Q^T Q + alpha Q_u^T Q_u + lambda I)^{-1} (1 + alpha) Q_u^T 1
+
+``Q^T Q`` is shared by the cohort (computed once per round); ``Q_u`` are the rows of the device's own
+items, gathered from padded item lists.
+
+*Device update* of the item matrix: with ``p_u`` fixed, ``local_steps`` gradient steps of size
+``local_lr`` on ``L_u / 2`` move ``Q`` by ``v_K p_u^T`` where::
+
+    v_0 = 0,  v_{k+1} = v_k + local_lr * c_u * (r_u - Q p_u - ||p_u||^2 v_k)
+
+so the update is *always an outer product* ``Delta Q_u = v_K p_u^T`` (``v_1 = local_lr e_u`` with the
+residual ``e_u = c_u * (r_u - Q p_u)``). Hence ``||Delta Q_u||_F = ||v_K|| ||p_u||`` and the clipped
+cohort sum ``sum_u f_u v_u p_u^T = (f * V)^T P`` is one matrix product: no dense per-device matrix is
+formed unless a device must really send one (encryption, distributed noise: :func:`dense_updates`).
+Stability of the local iteration needs ``local_lr (1 + alpha) ||p_u||^2 < 2``.
+
+Cohorts are vectorized: devices are grouped into buckets of similar item-list length, each bucket padded
+to a fixed shape (``pack_buckets``), and one jitted function handles a bucket; there is no Python loop
+over devices. Padding rows have ``valid = 0`` and contribute nothing.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppr.data.split import UserItems
+
+
+class MFHyper(NamedTuple):
+    """Hyper-parameters of the weighted implicit loss (``alpha`` confidence, ``reg`` = lambda)."""
+
+    alpha: float
+    reg: float
+    local_steps: int = 1
+    local_lr: float = 1.0
+
+
+class CohortBatch(NamedTuple):
+    """One padded bucket of devices: ``items[b, :]`` the device's item ids (padding -> 0 with
+    ``mask`` 0), ``valid[b]`` 1 for a real device, ``users[b]`` its user index (-1 for padding)."""
+
+    items: np.ndarray
+    mask: np.ndarray
+    valid: np.ndarray
+    users: np.ndarray
+
+
+class CohortUpdate(NamedTuple):
+    """Result of a bucket: the clipped sum of updates, per-device norms (before clipping), the
+    clip factors, and the (per device) factors needed to rebuild dense updates."""
+
+    total: jax.Array  # (n_items, dim): sum_u f_u v_u p_u^T over valid devices
+    norms: jax.Array  # (B,) ||Delta Q_u||_F before clipping
+    factors: jax.Array  # (B,) clip factor min(1, C / norm), 0 for padding
+    v: jax.Array  # (B, n_items)
+    p: jax.Array  # (B, dim)
+
+
+def init_item_factors(key: jax.Array, n_items: int, dim: int, scale: float) -> jax.Array:
+    """Gaussian initial item matrix with std ``scale / sqrt(dim)`` so that p.q starts O(scale)."""
+    return scale * jax.random.normal(key, (n_items, dim), dtype=jnp.float32) / np.sqrt(dim)
+
+
+def _bucket_len(n: int) -> int:
+    n = max(int(n), 1)
+    return 8 if n <= 8 else int(2 ** np.ceil(np.log2(n)))
+
+
+def _bucket_rows(n: int) -> int:
+    return 16 if n <= 16 else int(2 ** np.ceil(np.log2(n)))
+
+
+def pack_buckets(items: UserItems, users: np.ndarray, max_rows: int = 4096) -> list[CohortBatch]:
+    """Group ``users`` by item-count bucket (powers of two) and pad each group to a fixed shape.
+
+    Shapes are powers of two, so a run compiles a handful of kernels whatever the cohort. Users with
+    no items are still returned (their update is zero); order inside a bucket follows ``users``.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    counts = items.counts()[users]
+    lens = np.array([_bucket_len(c) for c in counts]) if users.size else np.zeros(0, int)
+    out: list[CohortBatch] = []
+    for length in np.unique(lens):
+        members = users[lens == length]
+        for start in range(0, members.size, max_rows):
+            group = members[start : start + max_rows]
+            rows = _bucket_rows(group.size)
+            it = np.zeros((rows, length), dtype=np.int32)
+            mk = np.zeros((rows, length), dtype=np.float32)
+            starts, ends = items.indptr[group], items.indptr[group + 1]
+            n = (ends - starts).astype(np.int64)
+            r = np.repeat(np.arange(group.size), n)
+            c = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+            src = np.repeat(starts, n) + c
+            it[r, c] = items.indices[src]
+            mk[r, c] = 1.0
+            valid = np.zeros(rows, dtype=np.float32)
+            valid[: group.size] = 1.0
+            uu = np.full(rows, -1, dtype=np.int64)
+            uu[: group.size] = group
+            out.append(CohortBatch(it, mk, valid, uu))
+    return out
+
+
+@jax.jit
+def gram(q: jax.Array) -> jax.Array:
+    """``Q^T Q``, shared by every device of a round."""
+    return q.T @ q
+
+
+def _solve(q: jax.Array, g: jax.Array, items: jax.Array, mask: jax.Array, alpha, reg) -> jax.Array:
+    qg = q[items] * mask[..., None]  # (B, L, d)
+    d = q.shape[1]
+    a = g[None] + alpha * jnp.einsum("bld,ble->bde", qg, qg) + reg * jnp.eye(d, dtype=q.dtype)[None]
+    b = (1.0 + alpha) * qg.sum(axis=1)
+    chol = jnp.linalg.cholesky(a)
+    y = jax.scipy.linalg.solve_triangular(chol, b[..., None], lower=True)
+    x = jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, -1, -2), y, lower=False)
+    return x[..., 0]
+
+
+@jax.jit
+def _solve_bucket(q, g, items, mask, alpha, reg):
+    return _solve(q, g, items, mask, alpha, reg)
+
+
+def solve_user_factors(
+    q: jax.Array, items: UserItems, users: np.ndarray, hyper: MFHyper
+) -> np.ndarray:
+    """Closed-form user vectors of ``users`` (rows in the order of ``users``), as each device
+    would compute them from the global ``q`` and its own items."""
+    users = np.asarray(users, dtype=np.int64)
+    g = gram(q)
+    out = np.zeros((users.size, q.shape[1]), dtype=np.float32)
+    pos = {int(u): i for i, u in enumerate(users)}
+    for batch in pack_buckets(items, users):
+        p = np.asarray(_solve_bucket(q, g, batch.items, batch.mask, hyper.alpha, hyper.reg))
+        n = int(batch.valid.sum())
+        idx = np.fromiter((pos[int(u)] for u in batch.users[:n]), dtype=np.int64, count=n)
+        out[idx] = p[:n]
+    return out
+
+
+@partial(jax.jit, static_argnames=("local_steps",))
+def _bucket_update(q, g, items, mask, valid, alpha, reg, clip_norm, local_lr, local_steps):
+    n_items = q.shape[0]
+    p = _solve(q, g, items, mask, alpha, reg)  # (B, d)
+    rows = jnp.broadcast_to(jnp.arange(items.shape[0])[:, None], items.shape)
+    r = jnp.zeros((items.shape[0], n_items), q.dtype).at[rows, items].max(mask)
+    c = 1.0 + alpha * r
+    base = r - p @ q.T  # r_u - Q p_u
+    pp = jnp.sum(p * p, axis=1, keepdims=True)
+
+    def step(v, _):
+        return v + local_lr * c * (base - pp * v), None
+
+    v, _ = jax.lax.scan(step, jnp.zeros_like(base), None, length=local_steps)
+    norms = jnp.linalg.norm(v, axis=1) * jnp.sqrt(pp[:, 0])
+    factors = jnp.where(
+        jnp.isfinite(clip_norm), jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-12)), 1.0
+    )
+    factors = factors * valid
+    total = (v * factors[:, None]).T @ p
+    return CohortUpdate(total, norms, factors, v, p)
+
+
+def cohort_update(
+    q: jax.Array,
+    g: jax.Array,
+    batch: CohortBatch,
+    hyper: MFHyper,
+    clip_norm: float = float("inf"),
+    valid: np.ndarray | None = None,
+) -> CohortUpdate:
+    """Updates of one bucket of devices, each clipped to Frobenius norm ``clip_norm`` (inf: none).
+
+    ``valid`` overrides ``batch.valid`` (e.g. to drop devices that dropped out this round)."""
+    return _bucket_update(
+        q,
+        g,
+        batch.items,
+        batch.mask,
+        batch.valid if valid is None else valid,
+        hyper.alpha,
+        hyper.reg,
+        clip_norm,
+        hyper.local_lr,
+        hyper.local_steps,
+    )
+
+
+@jax.jit
+def dense_updates(upd: CohortUpdate) -> jax.Array:
+    """Each device's clipped update as a flat vector ``f_u vec(v_u p_u^T)``: shape (B, n_items*dim).
+
+    Only needed when devices must send a dense update (CKKS, distributed noise)."""
+    dense = (upd.v * upd.factors[:, None])[:, :, None] * upd.p[:, None, :]
+    return dense.reshape(dense.shape[0], -1)

@@ -1,0 +1,96 @@
+"""User-level differential privacy for federated training (DP-FedAvg), accounted with
+Google's ``dp_accounting``.
+
+* :mod:`~ppr.privacy.clipping`: per-device L2 clipping (dense and outer-product updates).
+* :mod:`~ppr.privacy.noise`: every Gaussian sample (central and distributed noise) in one place.
+* :mod:`~ppr.privacy.events`: the DpEvents of ppr's mechanisms and their JSON encoding.
+* :mod:`~ppr.privacy.accounting`: ε from RDP / PLD accountants, noise calibration.
+* :mod:`~ppr.privacy.ledger`: the immutable ledger of named releases, saved as JSON.
+* :mod:`~ppr.privacy.popularity`: DP item-popularity counts (bounded contributions).
+* :mod:`~ppr.privacy.plan`: δ rule, budget split, and :func:`plan_privacy` for the trainer.
+"""
+
+from ppr.privacy.accounting import (
+    ACCOUNTANTS,
+    PLD_INTERVAL,
+    RDP_ORDERS,
+    calibrate_event,
+    calibrate_noise_multiplier,
+    epsilon_of,
+    make_accountant,
+    quiet_absl,
+)
+from ppr.privacy.clipping import (
+    clip_factors,
+    clip_updates,
+    clipped_outer_product_sum,
+    outer_product_clip_factors,
+)
+from ppr.privacy.events import (
+    dpfedavg_event,
+    event_from_json,
+    event_to_json,
+    gaussian_rounds_event,
+    realized_rounds_event,
+)
+from ppr.privacy.ledger import LedgerEntry, PrivacyLedger, ledger_from_json, load_ledger
+from ppr.privacy.noise import (
+    central_noise,
+    distributed_noise_share,
+    distributed_noise_share_std,
+    gaussian_noise,
+    min_cohort_size,
+    realized_noise_multiplier,
+)
+from ppr.privacy.plan import (
+    PrivacyPlan,
+    default_delta,
+    plan_privacy,
+    popularity_noise_for_share,
+    resolve_delta,
+)
+from ppr.privacy.popularity import (
+    CsrItems,
+    bounded_contributions,
+    csr_from_pairs,
+    private_item_counts,
+)
+
+__all__ = [
+    "ACCOUNTANTS",
+    "PLD_INTERVAL",
+    "RDP_ORDERS",
+    "CsrItems",
+    "LedgerEntry",
+    "PrivacyLedger",
+    "PrivacyPlan",
+    "bounded_contributions",
+    "calibrate_event",
+    "calibrate_noise_multiplier",
+    "central_noise",
+    "clip_factors",
+    "clip_updates",
+    "clipped_outer_product_sum",
+    "csr_from_pairs",
+    "default_delta",
+    "distributed_noise_share",
+    "distributed_noise_share_std",
+    "dpfedavg_event",
+    "epsilon_of",
+    "event_from_json",
+    "event_to_json",
+    "gaussian_noise",
+    "gaussian_rounds_event",
+    "ledger_from_json",
+    "load_ledger",
+    "make_accountant",
+    "min_cohort_size",
+    "outer_product_clip_factors",
+    "plan_privacy",
+    "popularity_noise_for_share",
+    "private_item_counts",
+    "quiet_absl",
+    "realized_noise_multiplier",
+    "realized_rounds_event",
+    "resolve_delta",
+]

@@ -1,0 +1,137 @@
+"""The privacy ledger: every DP release of a run as named DpEvents (privacy as data).
+
+A :class:`PrivacyLedger` is immutable; :meth:`PrivacyLedger.add` returns a new ledger with one
+more entry. Its ε is computed only by an accountant over the composition of all entries, so a
+release that is not in the ledger is not covered by the reported ε. The JSON form is
+``{"format": "ppr.privacy.ledger/1", "entries": [{"name", "description", "event"}], ...}`` with
+events encoded by :func:`ppr.privacy.events.event_to_json`; :func:`ledger_from_json` reverses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dp_accounting
+from dp_accounting import dp_event
+
+from ppr.errors import PprError
+from ppr.privacy.accounting import epsilon_of
+from ppr.privacy.events import event_from_json, event_to_json
+
+LEDGER_FORMAT = "ppr.privacy.ledger/1"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One release: a unique ``name``, its DpEvent and a human description."""
+
+    name: str
+    event: dp_event.DpEvent
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PrivacyLedger:
+    """Immutable, ordered collection of named releases. Invariant: names are unique."""
+
+    entries: tuple[LedgerEntry, ...] = ()
+
+    def add(self, name: str, event: dp_event.DpEvent, description: str = "") -> PrivacyLedger:
+        """A new ledger with ``(name, event, description)`` appended."""
+        if not isinstance(event, dp_event.DpEvent):
+            raise PprError(f"ledger entry `{name}` must be a DpEvent. Found {event!r}.")
+        if any(e.name == name for e in self.entries):
+            raise PprError(f"ledger already has an entry named `{name}`.")
+        return PrivacyLedger((*self.entries, LedgerEntry(name, event, description)))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.entries)
+
+    def get(self, name: str) -> LedgerEntry:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def composed(self) -> dp_accounting.ComposedDpEvent:
+        """All entries composed, in order."""
+        return dp_accounting.ComposedDpEvent([e.event for e in self.entries])
+
+    def epsilon(self, delta: float, accountant: str = "rdp") -> float:
+        """ε of the whole ledger at ``delta`` (0 for an empty ledger)."""
+        return epsilon_of(self.composed(), delta, accountant)
+
+    def to_dict(self, delta: float | None = None, accountant: str = "rdp") -> dict[str, Any]:
+        """JSON-compatible dict; with ``delta``, a ``summary`` with the accountant's ε is added
+        (informational: :func:`ledger_from_json` ignores it)."""
+        out: dict[str, Any] = {
+            "format": LEDGER_FORMAT,
+            "entries": [
+                {"name": e.name, "description": e.description, "event": event_to_json(e.event)}
+                for e in self.entries
+            ],
+        }
+        if delta is not None:
+            eps = self.epsilon(delta, accountant)
+            out["summary"] = {
+                "delta": float(delta),
+                "accountant": accountant,
+                "epsilon": eps if math.isfinite(eps) else "inf",
+            }
+        return out
+
+    def to_json(self, delta: float | None = None, accountant: str = "rdp") -> str:
+        """Strict JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(delta, accountant), indent=2, allow_nan=False)
+
+    def save(self, path: str | Path, delta: float | None = None, accountant: str = "rdp") -> Path:
+        """Write :meth:`to_json` atomically (temporary file in the same folder + ``os.replace``)."""
+        path = Path(path)
+        text = self.to_json(delta, accountant) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return path
+
+
+def ledger_from_json(data: str | bytes | dict[str, Any]) -> PrivacyLedger:
+    """Decode :meth:`PrivacyLedger.to_json` / :meth:`PrivacyLedger.to_dict` output."""
+    if isinstance(data, str | bytes):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise PprError(f"privacy ledger is not valid JSON: {exc}.") from None
+    if not isinstance(data, dict) or data.get("format") != LEDGER_FORMAT:
+        raise PprError(f"not a privacy ledger (expected format {LEDGER_FORMAT!r}).")
+    ledger = PrivacyLedger()
+    for entry in data.get("entries", []):
+        if not isinstance(entry, dict) or "name" not in entry or "event" not in entry:
+            raise PprError(f"malformed ledger entry: {entry!r}.")
+        ledger = ledger.add(
+            str(entry["name"]), event_from_json(entry["event"]), str(entry.get("description", ""))
+        )
+    return ledger
+
+
+def load_ledger(path: str | Path) -> PrivacyLedger:
+    """Read a ledger written by :meth:`PrivacyLedger.save`."""
+    return ledger_from_json(Path(path).read_text(encoding="utf-8"))
