@@ -26,8 +26,8 @@ from ppr.errors import ConfigError
 
 
 def _meta(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
-          lt: float | None = None, doc: str = "") -> dict:
-    return {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+          lt: float | None = None, doc: str = "", item: type | None = None) -> dict:
+    return {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc, "item": item}
 
 
 def _f(default: Any, **kw: Any) -> Any:
@@ -83,8 +83,8 @@ class SplitConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     dim: int = _f(32, ge=1, doc="embedding dimension")
-    alpha: float = _f(10.0, ge=0.0, doc="confidence: observed positives weigh 1 + alpha")
-    reg: float = _f(1.0, gt=0.0, doc="L2 regularization lambda of the user solve")
+    alpha: float = _f(3.0, ge=0.0, doc="confidence: observed positives weigh 1 + alpha")
+    reg: float = _f(30.0, gt=0.0, doc="L2 regularization lambda of the user solve")
     item_reg: float = _f(0.0, ge=0.0, doc="L2 regularization of the item matrix (server side)")
     init_scale: float = _f(0.1, gt=0.0, doc="std of the initial item matrix")
     local_steps: int = _f(1, ge=1, doc="local gradient steps on the item matrix per round")
@@ -142,6 +142,17 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """Grid of ``ppr sweep``: epsilons x seeds x (optional) other keys. Ignored by ``simulate``."""
+
+    epsilons: list = _f(["inf", 8.0, 4.0, 1.0], item=float, gt=0.0,
+                        doc='target epsilons ("inf" = non-private)')
+    seeds: list = _f([0], item=int, ge=0, doc="seeds of every point")
+    grid: dict = _f({}, doc='other keys to sweep, e.g. {"privacy.clip_norm" = [0.5, 1.0]}')
+    workers: int = _f(0, ge=0, doc="points run in parallel (0: one per 2 cores, at least 1)")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = _f("default", doc="run name (prefix of the run directory)")
     seed: int = _f(0, ge=0, doc="seed of every random choice in the run")
@@ -154,6 +165,7 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def replace(self, **overrides: Any) -> Config:
         """Return a copy with dotted-key overrides applied and validated, e.g.
@@ -212,6 +224,13 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"`{key}` must be a table. Found {value!r}.")
         return dict(value)
+    elif tp is list:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"`{key}` must be a non-empty list. Found {value!r}.")
+        item = meta.get("item")
+        if item is None:
+            return list(value)
+        return [_coerce(f"{key}[{i}]", v, item, meta) for i, v in enumerate(value)]
     for bound, ok, word in (
         ("ge", lambda v, b: v >= b, ">="),
         ("gt", lambda v, b: v > b, ">"),
@@ -254,7 +273,10 @@ def to_dict(obj: Any) -> dict:
     out: dict = {}
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else (dict(v) if isinstance(v, dict) else v)
+        if dataclasses.is_dataclass(v):
+            out[f.name] = to_dict(v)
+        else:
+            out[f.name] = dict(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v)
     return out
 
 
@@ -332,7 +354,9 @@ def to_toml(cfg: Config) -> str:
         if isinstance(v, str):
             return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {lit(x)}" for k, x in v.items()) + "}"
+            return "{" + ", ".join(f"{lit(str(k))} = {lit(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(lit(x) for x in v) + "]"
         raise TypeError(type(v))
 
     def emit(obj: Any, prefix: str) -> None:

@@ -60,13 +60,18 @@ class CohortBatch(NamedTuple):
 
 class CohortUpdate(NamedTuple):
     """Result of a bucket: the clipped sum of updates, per-device norms (before clipping), the
-    clip factors, and the (per device) factors needed to rebuild dense updates."""
+    clip factors, and what is needed to rebuild each device's dense update ``v_u p_u^T``.
+
+    With one local step ``v`` is ``None`` and ``v_u = -Q p_u + sum_{i in u} obs[u, l] e_i``
+    (``obs`` on the device's padded item list); with more steps ``v`` is dense ``(B, n_items)``.
+    """
 
     total: jax.Array  # (n_items, dim): sum_u f_u v_u p_u^T over valid devices
     norms: jax.Array  # (B,) ||Delta Q_u||_F before clipping
     factors: jax.Array  # (B,) clip factor min(1, C / norm), 0 for padding
-    v: jax.Array  # (B, n_items)
     p: jax.Array  # (B, dim)
+    obs: jax.Array  # (B, L) observed-item part of v (one local step); zeros otherwise
+    v: jax.Array | None = None  # (B, n_items) dense v (local_steps > 1)
 
 
 def init_item_factors(key: jax.Array, n_items: int, dim: int, scale: float) -> jax.Array:
@@ -80,7 +85,12 @@ def _bucket_len(n: int) -> int:
 
 
 def _bucket_rows(n: int) -> int:
-    return 16 if n <= 16 else int(2 ** np.ceil(np.log2(n)))
+    """Rows of a bucket: 16, 24, 32, 48, 64, 96, ... (powers of two and their 1.5x midpoints), so
+    padding wastes at most a third while a run still compiles few shapes."""
+    if n <= 16:
+        return 16
+    lo = int(2 ** np.floor(np.log2(n)))
+    return lo if n == lo else (lo * 3 // 2 if n <= lo * 3 // 2 else 2 * lo)
 
 
 def pack_buckets(items: UserItems, users: np.ndarray, max_rows: int = 4096) -> list[CohortBatch]:
@@ -154,6 +164,33 @@ def solve_user_factors(
     return out
 
 
+@jax.jit
+def _bucket_update_one_step(q, g, items, mask, valid, alpha, reg, clip_norm):
+    """One local step, without any ``(B, n_items)`` array: ``v_u = c_u * (r_u - Q p_u)`` splits into
+    the dense part ``-Q p_u`` and a part on the device's own items, ``(1 + alpha)(1 - q_i.p_u) +
+    q_i.p_u`` (the residual weighted by ``c = 1 + alpha``, minus the dense part already counted).
+    Hence ``||v_u||^2 = p^T G p + sum_{i in u} (obs_i^2 - 2 obs_i q_i.p)`` and the cohort sum is
+    ``-Q (P^T F P) + scatter_i(obs_ui f_u p_u)``: cost O(L d + d^2) per device, exact."""
+    n_items = q.shape[0]
+    p = _solve(q, g, items, mask, alpha, reg)  # (B, d)
+    qg = q[items]  # (B, L, d)
+    pred = jnp.einsum("bld,bd->bl", qg, p)  # q_i . p_u on own items
+    obs = ((1.0 + alpha) * (1.0 - pred) + pred) * mask  # v_u[i] - (-q_i.p_u)
+    dense_sq = jnp.einsum("bd,de,be->b", p, g, p)  # ||Q p_u||^2
+    v_sq = dense_sq + jnp.sum(obs * obs - 2.0 * obs * pred, axis=1)
+    norms = jnp.sqrt(jnp.maximum(v_sq, 0.0)) * jnp.linalg.norm(p, axis=1)
+    factors = jnp.where(
+        jnp.isfinite(clip_norm), jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-12)), 1.0
+    )
+    factors = factors * valid
+    fp = p * factors[:, None]
+    total = -(q @ (p.T @ fp))
+    contrib = obs[..., None] * fp[:, None, :]  # (B, L, d)
+    total = total.at[items.reshape(-1)].add(contrib.reshape(-1, p.shape[1]))
+    del n_items
+    return CohortUpdate(total, norms, factors, p, obs, None)
+
+
 @partial(jax.jit, static_argnames=("local_steps",))
 def _bucket_update(q, g, items, mask, valid, alpha, reg, clip_norm, local_lr, local_steps):
     n_items = q.shape[0]
@@ -174,7 +211,7 @@ def _bucket_update(q, g, items, mask, valid, alpha, reg, clip_norm, local_lr, lo
     )
     factors = factors * valid
     total = (v * factors[:, None]).T @ p
-    return CohortUpdate(total, norms, factors, v, p)
+    return CohortUpdate(total, norms, factors, p, jnp.zeros_like(mask), v)
 
 
 def cohort_update(
@@ -187,13 +224,21 @@ def cohort_update(
 ) -> CohortUpdate:
     """Updates of one bucket of devices, each clipped to Frobenius norm ``clip_norm`` (inf: none).
 
-    ``valid`` overrides ``batch.valid`` (e.g. to drop devices that dropped out this round)."""
+    ``valid`` overrides ``batch.valid`` (e.g. to drop devices that dropped out this round).
+    With ``local_steps == 1`` the update is the residual direction ``v = e_u`` (``local_lr`` only
+    matters with more steps; the server's learning rate sets the step), computed without dense
+    ``(B, n_items)`` arrays."""
+    valid = batch.valid if valid is None else valid
+    if hyper.local_steps == 1:
+        return _bucket_update_one_step(
+            q, g, batch.items, batch.mask, valid, hyper.alpha, hyper.reg, clip_norm
+        )
     return _bucket_update(
         q,
         g,
         batch.items,
         batch.mask,
-        batch.valid if valid is None else valid,
+        valid,
         hyper.alpha,
         hyper.reg,
         clip_norm,
@@ -202,10 +247,25 @@ def cohort_update(
     )
 
 
-@jax.jit
-def dense_updates(upd: CohortUpdate) -> jax.Array:
+def dense_updates(upd: CohortUpdate, q: jax.Array, items: jax.Array) -> jax.Array:
     """Each device's clipped update as a flat vector ``f_u vec(v_u p_u^T)``: shape (B, n_items*dim).
 
     Only needed when devices must send a dense update (CKKS, distributed noise)."""
-    dense = (upd.v * upd.factors[:, None])[:, :, None] * upd.p[:, None, :]
+    if upd.v is not None:
+        return _dense(upd.v, upd.factors, upd.p)
+    return _dense_one_step(q, items, upd.obs, upd.factors, upd.p)
+
+
+@jax.jit
+def _dense(v, factors, p):
+    dense = (v * factors[:, None])[:, :, None] * p[:, None, :]
     return dense.reshape(dense.shape[0], -1)
+
+
+@jax.jit
+def _dense_one_step(q, items, obs, factors, p):
+    b = items.shape[0]
+    v = -(p @ q.T)
+    rows = jnp.broadcast_to(jnp.arange(b)[:, None], items.shape)
+    v = v.at[rows, items].add(obs)
+    return _dense(v, factors, p)

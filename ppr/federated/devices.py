@@ -1,0 +1,128 @@
+"""Simulated devices: one user per device, each holding only its own training items.
+
+Invariants:
+
+* a device's raw items never leave :class:`DeviceFleet`; what leaves is the device's *update* of
+  the item matrix (clipped to ``clip_norm``), from which the aggregation strategy forms the sum;
+* the user vector ``p_u`` is solved on the device and kept there (it is returned only to the
+  simulation's evaluation, which plays the device ranking its own items);
+* cohorts: Poisson sampling includes each training device independently with probability ``q``
+  (the sampling the DP analysis of :func:`ppr.privacy.dpfedavg_event` assumes), or a fixed-size
+  cohort drawn uniformly without replacement. Every random choice comes from an explicit key.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppr.data.split import UserItems
+from ppr.model.mf import (
+    CohortBatch,
+    CohortUpdate,
+    MFHyper,
+    cohort_update,
+    dense_updates,
+    gram,
+    pack_buckets,
+)
+
+
+def sample_cohort(
+    key: jax.Array, population: np.ndarray, sampling: str, rate: float, cohort_size: int
+) -> np.ndarray:
+    """Device ids of this round's cohort (sorted).
+
+    ``sampling="poisson"``: each id in ``population`` independently with probability ``rate``;
+    ``"fixed"``: ``min(cohort_size, len(population))`` ids uniformly without replacement.
+    """
+    population = np.asarray(population, dtype=np.int64)
+    if sampling == "poisson":
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"`sampling_rate` must be in (0, 1]. Found {rate}.")
+        if rate == 1.0:
+            return population.copy()
+        keep = np.asarray(jax.random.bernoulli(key, rate, (population.size,)))
+        return population[keep]
+    if sampling == "fixed":
+        n = min(int(cohort_size), population.size)
+        idx = np.asarray(jax.random.choice(key, population.size, (n,), replace=False))
+        return np.sort(population[idx])
+    raise ValueError(f"`sampling` must be 'poisson' or 'fixed'. Found {sampling!r}.")
+
+
+def apply_dropout(key: jax.Array, cohort: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``cohort`` into (survivors, dropped): each device drops out with probability ``rate``."""
+    if rate <= 0 or cohort.size == 0:
+        return cohort, cohort[:0]
+    drop = np.asarray(jax.random.bernoulli(key, rate, (cohort.size,)))
+    return cohort[~drop], cohort[drop]
+
+
+class DeviceRound(NamedTuple):
+    """What the cohort's devices computed in one round, bucketed for vectorization.
+
+    ``batches[b].users`` are the device ids of bucket ``b`` (-1 = padding); ``updates[b]`` their
+    clipped updates in outer-product form (see :mod:`ppr.model.mf`)."""
+
+    batches: list[CohortBatch]
+    updates: list[CohortUpdate]
+    q: jax.Array | None = None
+
+    @property
+    def device_ids(self) -> np.ndarray:
+        ids = [b.users[b.valid > 0] for b in self.batches]
+        return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+    def clipped_sum(self) -> jax.Array:
+        """``sum_u f_u v_u p_u^T`` over the round's devices (never forms a dense per-device matrix)."""
+        total = self.updates[0].total
+        for u in self.updates[1:]:
+            total = total + u.total
+        return total
+
+    def dense(self, bucket: int) -> np.ndarray:
+        """Flat clipped updates ``f_u vec(v_u p_u^T)`` of the valid devices of one bucket: what
+        those devices send when the sum is formed by encryption (float32, ``(n, n_items*dim)``)."""
+        batch, upd = self.batches[bucket], self.updates[bucket]
+        valid = np.flatnonzero(batch.valid > 0)
+        return np.asarray(dense_updates(upd, self.q, batch.items))[valid]
+
+    def norms(self) -> np.ndarray:
+        """Update norms before clipping, one per device (in :attr:`device_ids` order)."""
+        out = [np.asarray(u.norms)[b.valid > 0] for b, u in zip(self.batches, self.updates, strict=True)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+class DeviceFleet:
+    """All simulated devices of a run. Device ``u`` holds ``items.row(u)`` and nothing else."""
+
+    def __init__(self, items: UserItems, train_users: np.ndarray, hyper: MFHyper) -> None:
+        self._items = items
+        counts = items.counts()
+        mask = np.asarray(train_users, dtype=bool) & (counts > 0)
+        self.population = np.flatnonzero(mask).astype(np.int64)
+        self.hyper = hyper
+
+    @property
+    def n_devices(self) -> int:
+        """Devices that take part in training (training users with at least one item)."""
+        return int(self.population.size)
+
+    @property
+    def n_items(self) -> int:
+        return self._items.n_items
+
+    def compute(self, q: jax.Array, device_ids: np.ndarray, clip_norm: float) -> DeviceRound:
+        """Each device solves its user vector from ``q`` and its own items and computes its
+        clipped update. ``Q^T Q`` is computed once and shared (it is a function of ``q`` only)."""
+        if np.asarray(device_ids).size == 0:
+            return DeviceRound([], [], q)
+        g = gram(q)
+        batches = pack_buckets(self._items, np.asarray(device_ids))
+        clip = jnp.float32(clip_norm)
+        updates = [cohort_update(q, g, b, self.hyper, clip) for b in batches]
+        return DeviceRound(batches, updates, q)

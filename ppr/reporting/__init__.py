@@ -1,0 +1,42 @@
+"""Reporting: sweeps over ε × seeds × config keys, their tables, CSV/JSON files and plots.
+
+``run_sweep(cfg, out_dir, workers=..., resume=..., progress=...) -> SweepResult`` is the entry
+point (see :mod:`ppr.reporting.sweep` for the directory layout and the resume rules). Every file is
+written atomically (:mod:`ppr.reporting.io`). matplotlib is imported only when a plot is drawn.
+"""
+
+from ppr.reporting.io import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+    json_safe,
+)
+from ppr.reporting.sweep import (
+    SweepPoint,
+    SweepProgress,
+    SweepResult,
+    aggregate_runs,
+    auto_workers,
+    expand_grid,
+    point_config,
+    run_sweep,
+)
+from ppr.reporting.tables import sweep_table
+
+__all__ = [
+    "SweepPoint",
+    "SweepProgress",
+    "SweepResult",
+    "aggregate_runs",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_json",
+    "atomic_write_text",
+    "auto_workers",
+    "expand_grid",
+    "json_safe",
+    "point_config",
+    "run_sweep",
+    "sweep_table",
+]
