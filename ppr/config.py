@@ -114,7 +114,8 @@ class AggregationConfig:
 class PrivacyConfig:
     epsilon: float = _f(math.inf, gt=0.0, doc='target user-level epsilon; "inf" means no DP')
     delta: float = _f(0.0, ge=0.0, lt=1.0, doc="target delta; 0 picks 1/(10 N); must be < 1/N")
-    clip_norm: float = _f(1.0, gt=0.0, doc="L2 bound C on each device's whole update")
+    clip_norm: float = _f(1.0, gt=0.0,
+                          doc="L2 bound C on each device's whole update (inf: no clipping)")
     noise: Literal["central", "distributed"] = _f("central", doc="who adds the Gaussian noise")
     accountant: Literal["rdp", "pld"] = _f("rdp", doc="privacy accountant")
     popularity_share: float = _f(0.1, ge=0.0, lt=1.0, doc="share of epsilon for DP popularity")
@@ -145,7 +146,7 @@ class OutputConfig:
 class SweepConfig:
     """Grid of ``ppr sweep``: epsilons x seeds x (optional) other keys. Ignored by ``simulate``."""
 
-    epsilons: list = _f(["inf", 8.0, 4.0, 1.0], item=float, gt=0.0,
+    epsilons: list = _f([math.inf, 8.0, 4.0, 1.0], item=float, gt=0.0,
                         doc='target epsilons ("inf" = non-private)')
     seeds: list = _f([0], item=int, ge=0, doc="seeds of every point")
     grid: dict = _f({}, doc='other keys to sweep, e.g. {"privacy.clip_norm" = [0.5, 1.0]}')

@@ -78,7 +78,8 @@ def hyper_of(cfg: Config) -> MFHyper:
     return MFHyper(m.alpha, m.reg, m.local_steps, m.local_lr)
 
 
-def _check(cfg: Config) -> None:
+def check_config(cfg: Config) -> None:
+    """Cross-key checks of a resolved config (raises :class:`ConfigError`)."""
     private = math.isfinite(cfg.privacy.epsilon)
     if private and cfg.federated.sampling != "poisson":
         raise ConfigError(
@@ -86,9 +87,14 @@ def _check(cfg: Config) -> None:
             "(the DP analysis assumes Poisson sampling). Found 'fixed'."
         )
     if cfg.aggregation.mode == "ckks" and not math.isfinite(cfg.privacy.clip_norm):
-        raise ConfigError("`privacy.clip_norm` must be finite with `aggregation.mode = 'ckks'`.")
+        raise ConfigError(
+            "`privacy.clip_norm` must be finite with `aggregation.mode = 'ckks'` (CKKS needs a "
+            "bound on every value a device sends). Found inf."
+        )
     if private and not math.isfinite(cfg.privacy.clip_norm):
-        raise ConfigError("`privacy.clip_norm` must be finite when `privacy.epsilon` is finite.")
+        raise ConfigError(
+            "`privacy.clip_norm` must be finite when `privacy.epsilon` is finite. Found inf."
+        )
 
 
 def prior_scores(counts: np.ndarray) -> np.ndarray:
@@ -168,9 +174,10 @@ def run_simulation(
     ``run_dir``: where to write (default: a fresh ``<output.runs_dir>/<name>-<timestamp>``).
     ``split``: a prepared :func:`prepare_data` result to reuse (must come from the same config).
     """
-    _check(cfg)
+    check_config(cfg)
     t_start = time.perf_counter()
     split = split if split is not None else prepare_data(cfg)
+    data_s = time.perf_counter() - t_start
     on = cfg.evaluation.split
     train, target = split.for_evaluation(on)
     hyper = hyper_of(cfg)
@@ -220,7 +227,7 @@ def run_simulation(
             fleet, aggregator, server,
             sampling=fed.sampling, sampling_rate=fed.sampling_rate, cohort_size=fed.cohort_size,
             dropout_rate=fed.dropout_rate,
-            clip_norm=priv.clip_norm if (private or cfg.aggregation.mode == "ckks") else math.inf,
+            clip_norm=priv.clip_norm,
             fixed_denominator=denom,
         )
         lines: list[str] = []
@@ -261,6 +268,7 @@ def run_simulation(
         eps_spent = ledger.epsilon(plan.delta, plan.accountant) if private else math.inf
 
         # -- evaluation and baselines -----------------------------------------------------------
+        t_eval = time.perf_counter()
         metrics = _evaluate_mf(q, train, target, hyper, k, prior, priv.popularity_blend)
         baselines: dict[str, dict] = {}
         if cfg.baselines.popularity:
@@ -310,7 +318,12 @@ def run_simulation(
                 "upload_bytes_per_device": upload / participations if participations else 0.0,
                 "mean_cohort": participations / max(len(logs), 1),
             },
-            "timing": {"train_s": train_s, "total_s": time.perf_counter() - t_start},
+            "timing": {
+                "data_s": data_s,
+                "train_s": train_s,
+                "evaluation_s": time.perf_counter() - t_eval,
+                "total_s": time.perf_counter() - t_start,
+            },
         }
         summary = json_safe(summary)
         final_dir = None

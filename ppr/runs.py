@@ -3,56 +3,20 @@
 A run is written into ``<runs_dir>/.<name>-<timestamp>.partial/`` and renamed to
 ``<runs_dir>/<name>-<timestamp>/`` (one ``os.replace``) when it finished, so a run directory
 without the ``.partial`` suffix always holds a complete run; a crashed run leaves only the hidden
-partial directory. Single files are written through a temporary file in the same folder and
-``os.replace`` (atomic on POSIX).
+partial directory. Single files are written with :mod:`ppr.reporting.io` (temporary file in the
+same folder, fsync, ``os.replace``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from ppr.reporting.io import atomic_write_json, atomic_write_text, json_safe
 
-def json_safe(obj: Any) -> Any:
-    """Replace non-finite floats with the strings "inf" / "-inf" / "nan" (strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not hasattr(obj, "__len__"):
-        return json_safe(obj.item())
-    return obj
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+__all__ = ["RunDir", "atomic_write_json", "atomic_write_text", "json_safe"]
 
 
 class RunDir:

@@ -9,11 +9,8 @@ events encoded by :func:`ppr.privacy.events.event_to_json`; :func:`ledger_from_j
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from dp_accounting import dp_event
 from ppr.errors import PprError
 from ppr.privacy.accounting import epsilon_of
 from ppr.privacy.events import event_from_json, event_to_json
+from ppr.reporting.io import atomic_write_text
 
 LEDGER_FORMAT = "ppr.privacy.ledger/1"
 
@@ -96,21 +94,7 @@ class PrivacyLedger:
 
     def save(self, path: str | Path, delta: float | None = None, accountant: str = "rdp") -> Path:
         """Write :meth:`to_json` atomically (temporary file in the same folder + ``os.replace``)."""
-        path = Path(path)
-        text = self.to_json(delta, accountant) + "\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_write_text(path, self.to_json(delta, accountant) + "\n")
 
 
 def ledger_from_json(data: str | bytes | dict[str, Any]) -> PrivacyLedger:

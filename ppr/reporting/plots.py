@@ -48,12 +48,16 @@ def plot_recall_vs_epsilon(
     for p in points:
         groups.setdefault(json.dumps([p.get(k) for k in grid_keys]), []).append(p)
 
-    fig = Figure(figsize=(7.0, 4.5), dpi=120)
+    fig = Figure(figsize=(9.0, 4.5), dpi=120)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_xscale("log")
     finite = [_eps(p["epsilon"]) for p in points if math.isfinite(_eps(p["epsilon"]))]
     lo, hi = (min(finite), max(finite)) if finite else (1.0, 1.0)
     ax.set_xlim(lo / 1.6, hi * 1.6)
+    if finite:  # label the swept ε themselves
+        ticks = sorted(set(finite))
+        ax.set_xticks(ticks, [f"{e:g}" for e in ticks])
+        ax.minorticks_off()
 
     colors = [f"C{i}" for i in range(10)]
     for i, rows in enumerate(groups.values()):
@@ -89,7 +93,7 @@ def plot_recall_vs_epsilon(
     ax.set_ylim(bottom=0.0)
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(f"recall@{k_text} against ε")
-    ax.legend(fontsize="small", loc="best")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -18,6 +18,8 @@ Invariants:
   section only describes the grid, so editing it (adding an ε or a seed) never invalidates the
   points already computed. ``baselines.centralized`` is off because it does not depend on ε; the
   non-private reference is the ε = ∞ point (a grid may still set ``baselines.centralized``).
+* Every point's config is validated (schema, then the pipeline's cross-key checks) before
+  anything is written or run.
 * ``point.json`` exists only for a run that finished, and it holds the point's resolved config
   (TOML). On resume, a point counts as done only when its ``point.json`` parses and its config
   equals the point's config; any other point (missing, partial, corrupted, stale) is rerun from an
@@ -47,7 +49,7 @@ import re
 import shutil
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -175,6 +177,12 @@ def _sweep_neutral(cfg: Config) -> Config:
     return cfg.replace(sweep={})
 
 
+def _canonical(cfg: Config) -> str:
+    """Comparison key of a config: its TOML text. (Dataclass equality is not enough: an
+    unvalidated default such as ``"inf"`` compares unequal to the parsed ``math.inf``.)"""
+    return to_toml(cfg)
+
+
 def point_config(base: Config, point: SweepPoint) -> Config:
     """The validated config of one point (see the module invariants)."""
     return base.replace(**{"sweep": {}, "baselines.centralized": False, **point.overrides})
@@ -186,7 +194,8 @@ def expand_grid(cfg: Config) -> list[SweepPoint]:
     Every point's config is validated here, so a bad grid key or value raises
     :class:`~ppr.errors.ConfigError` naming it before anything runs."""
     sw = cfg.sweep
-    for name, values in (("sweep.epsilons", sw.epsilons), ("sweep.seeds", sw.seeds)):
+    epsilons = [float(e) for e in sw.epsilons]  # the default list holds the string "inf"
+    for name, values in (("sweep.epsilons", epsilons), ("sweep.seeds", sw.seeds)):
         if len(set(values)) != len(values):
             raise ConfigError(f"`{name}` has duplicate values. Found {json_safe(list(values))}.")
     keys = list(sw.grid)
@@ -218,7 +227,7 @@ def expand_grid(cfg: Config) -> list[SweepPoint]:
             )
         resolved.append(vals)
     points: list[SweepPoint] = []
-    for eps in sw.epsilons:
+    for eps in epsilons:
         for combo in itertools.product(*resolved):
             grid = tuple(zip(keys, combo, strict=True))
             for seed in sw.seeds:
@@ -265,7 +274,9 @@ def _load_done(point_dir: Path, cfg: Config) -> dict | None:
         summary = record["summary"]
     except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError, ConfigError):
         return None
-    if saved != cfg or not isinstance(summary, dict) or record.get("format") != _FORMAT:
+    if _canonical(saved) != _canonical(cfg) or not isinstance(summary, dict):
+        return None
+    if record.get("format") != _FORMAT:
         return None
     return record
 
@@ -302,7 +313,8 @@ def _worker_env(workers: int) -> Iterator[None]:
     xla = os.environ.get("XLA_FLAGS", "")
     if threads == 1 and "xla_cpu_multi_thread_eigen" not in xla:
         env["XLA_FLAGS"] = f"{xla} --xla_cpu_multi_thread_eigen=false".strip()
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -354,7 +366,7 @@ def _execute(
                 for point, cfg, pdir in tasks:
                     pending[ex.submit(_run_point, cfg, str(pdir), point.info())] = point
             while pending:
-                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: pending[f].index):
                     point = pending.pop(fut)
                     exc = fut.exception()
@@ -467,6 +479,18 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _preflight(points: list[SweepPoint], configs: dict[str, Config]) -> None:
+    """The pipeline's own cross-key checks on every point, before anything runs (a sweep
+    should not fail after an hour on a combination it could have refused up front)."""
+    from ppr.pipeline import check_config as check_run_config
+
+    for p in points:
+        try:
+            check_run_config(configs[p.point_id])
+        except ConfigError as exc:
+            raise ConfigError(f"sweep point {p.point_id}: {exc}") from None
+
+
 def _check_resumable(out_dir: Path, base: Config, resume: bool) -> None:
     if not out_dir.exists():
         return
@@ -484,7 +508,7 @@ def _check_resumable(out_dir: Path, base: Config, resume: bool) -> None:
         raise PprError(f"{out_dir} is not a sweep directory (no {SWEEP_CONFIG_FILE}).")
     saved = _sweep_neutral(load_config(saved_path))
     current = _sweep_neutral(base)
-    if saved != current:
+    if _canonical(saved) != _canonical(current):
         a, b = _flat(to_dict(saved)), _flat(to_dict(current))
         diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
         raise ConfigError(
@@ -508,12 +532,13 @@ def run_sweep(
     ``cfg.sweep.workers``; 0: auto). Raises :class:`~ppr.errors.PprError` for a bad grid, a
     non-empty ``out_dir`` without ``resume``, or a resume with a different base config."""
     points = expand_grid(cfg)
+    configs = {p.point_id: point_config(cfg, p) for p in points}
+    _preflight(points, configs)
     out_dir = Path(out_dir)
     _check_resumable(out_dir, cfg, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"sweep_config": atomic_write_text(out_dir / SWEEP_CONFIG_FILE, to_toml(cfg))}
 
-    configs = {p.point_id: point_config(cfg, p) for p in points}
     records: dict[str, dict] = {}
     tasks: list[tuple[SweepPoint, Config, Path]] = []
     for p in points:

@@ -55,25 +55,27 @@ def _num_text(v: Any, spec: str = ".3g") -> str:
 def sweep_table(
     points: Sequence[dict[str, Any]], grid_keys: Sequence[str] = (), title: str = "ppr sweep"
 ) -> Table:
-    """ε, σ, the grid values, recall@k and NDCG@k (mean ± std over seeds), bytes uploaded per
-    device, seeds; the popularity baselines as columns when the runs report them."""
+    """ε, σ, the grid values (headed by the last part of their key), recall@k and NDCG@k
+    (mean ± std over seeds), bytes uploaded per participating device per round, seeds; the
+    popularity baselines' recall@k as columns when reported."""
     ks = sorted({int(p["k"]) for p in points}) or [0]
     k = str(ks[0]) if len(ks) == 1 else "k"
     has_pop = any(p.get(f"popularity_recall@{p['k']}") is not None for p in points)
     has_dp_pop = any(p.get(f"private_popularity_recall@{p['k']}") is not None for p in points)
 
-    table = Table(title=title, show_header=True)
+    baselines = " (popularity columns: their recall@k)" if has_pop or has_dp_pop else ""
+    table = Table(title=title, show_header=True, caption=f"mean ± sample std over seeds{baselines}")
     table.add_column("ε", justify="right")
     table.add_column("σ", justify="right")
     for g in grid_keys:
-        table.add_column(g, justify="right")
-    table.add_column(f"recall@{k}", justify="right")
-    table.add_column(f"NDCG@{k}", justify="right")
+        table.add_column(g.rsplit(".", 1)[-1], justify="right")
+    table.add_column(f"recall@{k}", justify="right", no_wrap=True)
+    table.add_column(f"NDCG@{k}", justify="right", no_wrap=True)
     if has_pop:
-        table.add_column(f"popularity recall@{k}", justify="right")
+        table.add_column("popularity", justify="right")
     if has_dp_pop:
-        table.add_column(f"DP popularity recall@{k}", justify="right")
-    table.add_column("upload / device", justify="right")
+        table.add_column("DP popularity", justify="right")
+    table.add_column("upload/round", justify="right")  # per participating device
     table.add_column("seeds", justify="right")
     for p in points:
         kk = p["k"]

@@ -1,0 +1,103 @@
+"""`ppr simulate` through Typer's CliRunner: --json output and one-line user errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+SMALL = [
+    "--set",
+    "data.synthetic.n_users=100",
+    "--set",
+    "data.synthetic.n_items=80",
+    "--set",
+    "data.synthetic.n_interactions=3000",
+    "--set",
+    "model.dim=8",
+    "--set",
+    "baselines.centralized_iterations=3",
+]
+
+
+def simulate(*args: str):
+    return runner.invoke(app, ["simulate", *args])
+
+
+def test_json_prints_one_object(tmp_path):
+    runs = tmp_path / "runs"
+    r = simulate(
+        "--json",
+        *SMALL,
+        "--set",
+        "federated.rounds=2",
+        "--set",
+        f"output.runs_dir={json.dumps(str(runs))}",
+    )
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    for key in ("recall@20", "ndcg@20"):
+        assert 0.0 <= summary["metrics"][key] <= 1.0
+        assert key in summary["baselines"]["popularity"]
+        assert key in summary["baselines"]["centralized"]
+    assert summary["rounds"] == 2
+    run_dir = runs / summary["run_dir"].split("/")[-1]
+    assert str(run_dir) == summary["run_dir"] and run_dir.is_dir()
+    assert (run_dir / "summary.json").is_file()
+
+
+def test_table_output(tmp_path):
+    r = simulate(
+        *SMALL,
+        "--quiet",
+        "--set",
+        "federated.rounds=1",
+        "--set",
+        f"output.runs_dir={json.dumps(str(tmp_path))}",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "federated MF" in r.stdout and "popularity" in r.stdout
+    assert "privacy: none" in r.stdout and "run directory:" in r.stdout
+
+
+def _bad_toml(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[federated\nrounds = 2\n")
+    return [str(p)]
+
+
+def _good_toml_missing_data(tmp_path):
+    p = tmp_path / "ml.toml"
+    p.write_text(f'[data]\nsource = "ml-100k"\npath = "{tmp_path / "no-such-dir"}"\n')
+    return [str(p)]
+
+
+ERRORS = {
+    "unknown key": (lambda t: ["--set", "federated.roundz=2"], "roundz"),
+    "wrong type": (lambda t: ["--set", 'federated.rounds="many"'], "federated.rounds"),
+    "out of range": (lambda t: ["--set", "federated.sampling_rate=1.5"], "sampling_rate"),
+    "missing config": (lambda t: [str(t / "absent.toml")], "absent.toml"),
+    "missing data": (_good_toml_missing_data, "no-such-dir"),
+    "malformed toml": (_bad_toml, "invalid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_user_errors_exit_2_one_line(tmp_path, case):
+    make_args, needle = ERRORS[case]
+    runs = tmp_path / "runs"
+    r = simulate(
+        *make_args(tmp_path), "--json", "--set", f"output.runs_dir={json.dumps(str(runs))}"
+    )
+    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert not runs.exists() or list(runs.iterdir()) == []

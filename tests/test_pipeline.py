@@ -1,0 +1,162 @@
+"""End-to-end runs of ppr.pipeline.run_simulation on small synthetic data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from dp_accounting import dp_event
+from dp_accounting.rdp import rdp_privacy_accountant
+
+from ppr.config import load_config
+from ppr.errors import ConfigError, DataError
+from ppr.pipeline import run_simulation
+from ppr.privacy import RDP_ORDERS, event_from_json
+
+BASE = {
+    "data.synthetic.n_users": 120,
+    "data.synthetic.n_items": 100,
+    "data.synthetic.n_interactions": 4000,
+    "federated.rounds": 3,
+    "model.dim": 8,
+    "baselines.centralized_iterations": 3,
+}
+
+
+def cfg_of(**kw):
+    return load_config(None, {**BASE, **kw})
+
+
+def test_deterministic_for_a_seed():
+    cfg = cfg_of(**{"federated.sampling_rate": 0.5, "baselines.centralized": False})
+    a = run_simulation(cfg, write=False)
+    b = run_simulation(cfg, write=False)
+    c = run_simulation(cfg.replace(seed=1), write=False)
+    assert a.summary["metrics"] == b.summary["metrics"]
+    np.testing.assert_array_equal(a.q, b.q)
+    assert [lg.sampled for lg in a.rounds] == [lg.sampled for lg in b.rounds]
+    assert not np.array_equal(a.q, c.q)
+    assert a.summary["metrics"] != c.summary["metrics"]
+
+
+def test_run_dir_files(tmp_path):
+    cfg = cfg_of(**{"output.runs_dir": str(tmp_path), "name": "t"})
+    res = run_simulation(cfg)
+    rd = res.run_dir
+    assert rd is not None and rd.parent == tmp_path and rd.name.startswith("t-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [rd.name]  # no .partial left
+    assert sorted(p.name for p in rd.iterdir()) == [
+        "config.toml",
+        "ledger.json",
+        "metrics.jsonl",
+        "summary.json",
+    ]
+    assert load_config(rd / "config.toml") == cfg
+    lines = (rd / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == cfg.federated.rounds
+    assert [json.loads(x)["round"] for x in lines] == [1, 2, 3]
+    summary = json.loads((rd / "summary.json").read_text())
+    assert summary == res.summary and summary["run_dir"] == str(rd)
+    assert set(summary["baselines"]) == {"popularity", "centralized"}
+    ledger = json.loads((rd / "ledger.json").read_text())
+    assert ledger["format"] == "ppr.privacy.ledger/1" and ledger["entries"] == []
+
+
+def test_error_mid_run_leaves_no_run_dir(tmp_path):
+    cfg = cfg_of(**{"output.runs_dir": str(tmp_path)})
+
+    def boom(done: int, total: int, rec: dict) -> None:
+        if done == 2:
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_simulation(cfg, progress=boom)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_data_file_leaves_no_run_dir(tmp_path):
+    runs = tmp_path / "runs"
+    cfg = cfg_of(
+        **{
+            "output.runs_dir": str(runs),
+            "data.source": "ml-100k",
+            "data.path": str(tmp_path / "nope"),
+        }
+    )
+    with pytest.raises(DataError, match="nope"):
+        run_simulation(cfg)
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_dp_run_epsilon_matches_fresh_accountant(tmp_path):
+    eps, q, rounds = 4.0, 0.5, 3
+    cfg = cfg_of(
+        **{
+            "output.runs_dir": str(tmp_path),
+            "privacy.epsilon": eps,
+            "privacy.clip_norm": 0.5,
+            "federated.sampling_rate": q,
+            "privacy.popularity_blend": 0.2,
+            "baselines.centralized": False,
+        }
+    )
+    res = run_simulation(cfg)
+    p = res.summary["privacy"]
+    ledger = json.loads((res.run_dir / "ledger.json").read_text())
+    names = [e["name"] for e in ledger["entries"]]
+    assert names == ["popularity", "dpfedavg"] == p["ledger"]
+    events = [event_from_json(e["event"]) for e in ledger["entries"]]
+    # the DP-FedAvg entry is exactly T Poisson-sampled Gaussian rounds at the planned sigma
+    assert events[1] == dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(p["noise_multiplier"])), rounds
+    )
+    assert events[0] == dp_event.GaussianDpEvent(p["popularity_noise_multiplier"])
+    acc = rdp_privacy_accountant.RdpAccountant(list(RDP_ORDERS))
+    for e in events:
+        acc.compose(e)
+    fresh = acc.get_epsilon(p["delta"])
+    assert p["epsilon_spent"] == pytest.approx(fresh, abs=1e-6)
+    assert p["epsilon_spent"] <= eps * (1 + 1e-2)
+    assert p["delta"] < 1 / 120
+    assert all(lg.noise_multiplier == p["noise_multiplier"] for lg in res.rounds)
+    assert "private_popularity" in res.summary["baselines"]
+
+
+def test_fixed_sampling_refused_under_dp():
+    cfg = cfg_of(
+        **{"privacy.epsilon": 2.0, "privacy.clip_norm": 1.0, "federated.sampling": "fixed"}
+    )
+    with pytest.raises(ConfigError, match="poisson"):
+        run_simulation(cfg, write=False)
+
+
+def test_ckks_needs_finite_clip():
+    cfg = cfg_of(**{"aggregation.mode": "ckks", "privacy.clip_norm": "inf"})
+    with pytest.raises(ConfigError, match="clip_norm"):
+        run_simulation(cfg, write=False)
+
+
+def test_ckks_equals_plaintext():
+    over = {
+        "federated.rounds": 2,
+        "aggregation.workers": 1,
+        "privacy.clip_norm": 0.5,
+        "baselines.centralized": False,
+        "baselines.popularity": False,
+    }
+    plain = run_simulation(cfg_of(**over), write=False)
+    ckks = run_simulation(cfg_of(**over, **{"aggregation.mode": "ckks"}), write=False)
+    assert ckks.summary["communication"]["mode"] == "ckks"
+    assert any(lg.clipped_fraction > 0 for lg in plain.rounds)  # both runs really clip
+    assert [lg.clipped_fraction for lg in plain.rounds] == [
+        lg.clipped_fraction for lg in ckks.rounds
+    ]
+    r_p, r_c = plain.summary["metrics"]["recall@20"], ckks.summary["metrics"]["recall@20"]
+    assert abs(r_p - r_c) <= 0.002
+    assert math.isfinite(r_p) and r_p > 0
+    assert (
+        ckks.summary["communication"]["upload_bytes_total"]
+        > plain.summary["communication"]["upload_bytes_total"]
+    )
