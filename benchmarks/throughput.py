@@ -38,8 +38,11 @@ def _split(dim: int):
         over = {"data.source": "ml-100k", "data.path": os.path.join(data_dir, "ml-100k")}
         source = "ml-100k"
     else:
-        over = {"data.synthetic.n_users": 943, "data.synthetic.n_items": 1682,
-                "data.synthetic.n_interactions": 100_000}
+        over = {
+            "data.synthetic.n_users": 943,
+            "data.synthetic.n_items": 1682,
+            "data.synthetic.n_interactions": 100_000,
+        }
         source = "synthetic (ML-100K shape)"
     cfg = load_config(None, {**over, "model.dim": dim})
     return cfg, prepare_data(cfg), source
@@ -127,9 +130,13 @@ def main() -> None:
         print(json.dumps(out))
         return
     print(f"data: {source}: {out['devices']} devices x {out['items']} items, dim {args.dim}")
-    print(f"vectorized: {vec_s * 1e3:.2f} ms per round (median of {args.repeats}) -> "
-          f"{out['vectorized_updates_per_s']:,.0f} client updates/s (compile {compile_s:.1f} s)")
-    print(f"python loop: {out['loop_updates_per_s']:,.0f} client updates/s ({n_loop} clients timed)")
+    print(
+        f"vectorized: {vec_s * 1e3:.2f} ms per round (median of {args.repeats}) -> "
+        f"{out['vectorized_updates_per_s']:,.0f} client updates/s (compile {compile_s:.1f} s)"
+    )
+    print(
+        f"python loop: {out['loop_updates_per_s']:,.0f} client updates/s ({n_loop} clients timed)"
+    )
     print(f"speed-up: {out['speedup_vs_loop']:.1f}x; same cohort sum (max rel diff {rel:.1e})")
 
 

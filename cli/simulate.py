@@ -49,7 +49,8 @@ def privacy_line(summary: dict) -> str:
         return "privacy: none (epsilon = inf)"
     return (
         f"privacy: ({_fmt(p['epsilon_spent'])}, {p['delta']:g})-DP at user level "
-        f"[{p['accountant']}], noise multiplier {p['noise_multiplier']:.4g}, clip {p['clip_norm']:g}"
+        f"[{p['accountant']}], noise multiplier {p['noise_multiplier']:.4g}, "
+        f"clip {p['clip_norm']:g}"
     )
 
 
@@ -86,8 +87,11 @@ def simulate(
         def progress(done: int, total: int, rec: dict) -> None:
             val = rec.get("validation", {})
             extra = f" val recall {val[f'recall@{cfg.evaluation.k}']:.4f}" if val else ""
-            bar.update(task, completed=done,
-                       info=f"cohort {rec['accepted']}, |Δ| {rec['mean_norm']:.3g}{extra}")
+            bar.update(
+                task,
+                completed=done,
+                info=f"cohort {rec['accepted']}, |Δ| {rec['mean_norm']:.3g}{extra}",
+            )
 
         result = run_simulation(cfg, progress=progress)
     summary = result.summary

@@ -1,7 +1,8 @@
 """ppr: privacy-preserving recommender toolkit.
 
-Subpackages, one concern each: ``data`` (loaders, synthetic generator, splits), ``model`` (implicit
-matrix factorization), ``federated`` (devices, cohorts, rounds), ``crypto`` (CKKS secure aggregation),
+Subpackages, one concern each: ``data`` (loaders, synthetic generator, splits), ``model``
+(implicit matrix factorization), ``federated`` (devices, cohorts, rounds), ``crypto`` (CKKS secure
+aggregation),
 ``privacy`` (clipping, noise, accounting), ``serving`` (on-device recommendation), ``evaluation``
 (ranking metrics) and ``reporting`` (tables, files, plots).
 """

@@ -3,7 +3,8 @@
 A run is described by one TOML file (see ``configs/``) whose tables map onto the frozen dataclasses
 below. Loading is strict: an unknown key, a value of the wrong type or out of range raises
 :class:`~ppr.errors.ConfigError` with one line naming the key and what is allowed. ``--set
-section.key=value`` overrides any key (the value is parsed as a TOML literal, else taken as a string).
+section.key=value`` overrides any key (the value is parsed as a TOML literal, else taken as a
+string).
 The resolved config is saved beside the results (``config.toml`` in the run directory), so a run can
 be reproduced from its directory alone.
 
@@ -25,8 +26,15 @@ from typing import Any, Literal
 from ppr.errors import ConfigError
 
 
-def _meta(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
-          lt: float | None = None, doc: str = "", item: type | None = None) -> dict:
+def _meta(
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    doc: str = "",
+    item: type | None = None,
+) -> dict:
     return {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc, "item": item}
 
 
@@ -114,8 +122,9 @@ class AggregationConfig:
 class PrivacyConfig:
     epsilon: float = _f(math.inf, gt=0.0, doc='target user-level epsilon; "inf" means no DP')
     delta: float = _f(0.0, ge=0.0, lt=1.0, doc="target delta; 0 picks 1/(10 N); must be < 1/N")
-    clip_norm: float = _f(1.0, gt=0.0,
-                          doc="L2 bound C on each device's whole update (inf: no clipping)")
+    clip_norm: float = _f(
+        1.0, gt=0.0, doc="L2 bound C on each device's whole update (inf: no clipping)"
+    )
     noise: Literal["central", "distributed"] = _f("central", doc="who adds the Gaussian noise")
     accountant: Literal["rdp", "pld"] = _f("rdp", doc="privacy accountant")
     popularity_share: float = _f(0.1, ge=0.0, lt=1.0, doc="share of epsilon for DP popularity")
@@ -146,8 +155,9 @@ class OutputConfig:
 class SweepConfig:
     """Grid of ``ppr sweep``: epsilons x seeds x (optional) other keys. Ignored by ``simulate``."""
 
-    epsilons: list = _f([math.inf, 8.0, 4.0, 1.0], item=float, gt=0.0,
-                        doc='target epsilons ("inf" = non-private)')
+    epsilons: list = _f(
+        [math.inf, 8.0, 4.0, 1.0], item=float, gt=0.0, doc='target epsilons ("inf" = non-private)'
+    )
     seeds: list = _f([0], item=int, ge=0, doc="seeds of every point")
     grid: dict = _f({}, doc='other keys to sweep, e.g. {"privacy.clip_norm" = [0.5, 1.0]}')
     workers: int = _f(0, ge=0, doc="points run in parallel (0: one per 2 cores, at least 1)")
@@ -277,7 +287,9 @@ def to_dict(obj: Any) -> dict:
         if dataclasses.is_dataclass(v):
             out[f.name] = to_dict(v)
         else:
-            out[f.name] = dict(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v)
+            out[f.name] = (
+                dict(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v)
+            )
     return out
 
 
@@ -313,7 +325,9 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict | None = None
+) -> Config:
     """Load a TOML config (or the embedded default when ``path`` is None) and apply overrides."""
     data: dict = {}
     if path is not None:
@@ -361,10 +375,16 @@ def to_toml(cfg: Config) -> str:
         raise TypeError(type(v))
 
     def emit(obj: Any, prefix: str) -> None:
-        scalars = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                   if not dataclasses.is_dataclass(getattr(obj, f.name))]
-        tables = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                  if dataclasses.is_dataclass(getattr(obj, f.name))]
+        scalars = [
+            (f.name, getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not dataclasses.is_dataclass(getattr(obj, f.name))
+        ]
+        tables = [
+            (f.name, getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if dataclasses.is_dataclass(getattr(obj, f.name))
+        ]
         if prefix:
             lines.append(f"\n[{prefix}]")
         for name, v in scalars:
@@ -388,8 +408,14 @@ def describe() -> list[tuple[str, str, str, str]]:
             if _is_dataclass_type(tp):
                 walk(tp, f"{prefix}{f.name}.")
             else:
-                rows.append((f"{prefix}{f.name}", _type_name(tp), repr(getattr(inst, f.name)),
-                             f.metadata.get("doc", "")))
+                rows.append(
+                    (
+                        f"{prefix}{f.name}",
+                        _type_name(tp),
+                        repr(getattr(inst, f.name)),
+                        f.metadata.get("doc", ""),
+                    )
+                )
 
     walk(Config, "")
     return rows

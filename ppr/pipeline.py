@@ -109,8 +109,13 @@ def _metrics(m: RankingMetrics) -> dict[str, float]:
 
 
 def _evaluate_mf(
-    q: np.ndarray, train: UserItems, target: UserItems, hyper: MFHyper, k: int,
-    prior: np.ndarray | None = None, blend: float = 0.0,
+    q: np.ndarray,
+    train: UserItems,
+    target: UserItems,
+    hyper: MFHyper,
+    k: int,
+    prior: np.ndarray | None = None,
+    blend: float = 0.0,
 ) -> RankingMetrics:
     """Each device solves ``p_u`` from the final ``q`` and its own items and ranks ``p_u . q_i``
     (plus ``blend * prior_i``); its training items are excluded."""
@@ -203,7 +208,9 @@ def run_simulation(
         if use_prior:
             u, i = train.to_pairs()
             keep = np.isin(u, fleet.population)
-            sub = UserItems.from_pairs(u[keep].astype(np.int64), i[keep], train.n_users, train.n_items)
+            sub = UserItems.from_pairs(
+                u[keep].astype(np.int64), i[keep], train.n_users, train.n_items
+            )
             counts, _event = private_item_counts(
                 jax.random.fold_in(key, 3),
                 CsrItems(sub.indptr, sub.indices),
@@ -219,13 +226,18 @@ def run_simulation(
         # -- federated training ----------------------------------------------------------------
         aggregator = _build_aggregator(cfg, plan, train.n_items, fleet.n_devices)
         server = Server(make_server_optimizer(fed), cfg.model.item_reg)
-        q0 = init_item_factors(jax.random.fold_in(key, 1), train.n_items, cfg.model.dim,
-                               cfg.model.init_scale)
+        q0 = init_item_factors(
+            jax.random.fold_in(key, 1), train.n_items, cfg.model.dim, cfg.model.init_scale
+        )
         state = server.init(q0)
         denom = fed.sampling_rate * fleet.n_devices if private else None
         trainer = FederatedTrainer(
-            fleet, aggregator, server,
-            sampling=fed.sampling, sampling_rate=fed.sampling_rate, cohort_size=fed.cohort_size,
+            fleet,
+            aggregator,
+            server,
+            sampling=fed.sampling,
+            sampling_rate=fed.sampling_rate,
+            cohort_size=fed.cohort_size,
             dropout_rate=fed.dropout_rate,
             clip_norm=priv.clip_norm,
             fixed_denominator=denom,
@@ -236,8 +248,9 @@ def run_simulation(
         def on_round(st, log: RoundLog) -> None:
             rec = log.as_dict()
             if cfg.evaluation.eval_every and log.round % cfg.evaluation.eval_every == 0:
-                m = _evaluate_mf(np.asarray(st.q), val_train, val_target, hyper, k, prior,
-                                 priv.popularity_blend)
+                m = _evaluate_mf(
+                    np.asarray(st.q), val_train, val_target, hyper, k, prior, priv.popularity_blend
+                )
                 rec["validation"] = _metrics(m)
             lines.append(json.dumps(json_safe(rec)))
             if rd is not None:
@@ -260,8 +273,11 @@ def run_simulation(
             for e in ledger.entries:
                 if e.name == "dpfedavg":
                     sig = [lg.noise_multiplier or 0.0 for lg in logs]
-                    realized = realized.add(e.name, realized_rounds_event(sig, fed.sampling_rate),
-                                            e.description + "; realized per-round noise")
+                    realized = realized.add(
+                        e.name,
+                        realized_rounds_event(sig, fed.sampling_rate),
+                        e.description + "; realized per-round noise",
+                    )
                 else:
                     realized = realized.add(e.name, e.event, e.description)
             ledger = realized
@@ -273,14 +289,23 @@ def run_simulation(
         baselines: dict[str, dict] = {}
         if cfg.baselines.popularity:
             pop = popularity_scores(train)
-            baselines["popularity"] = _metrics(evaluate_scores(
-                lambda b: np.broadcast_to(pop, (len(b), pop.size)), train, target, k))
+            baselines["popularity"] = _metrics(
+                evaluate_scores(
+                    lambda b: np.broadcast_to(pop, (len(b), pop.size)), train, target, k
+                )
+            )
         if pop_metrics_private is not None:
             baselines["private_popularity"] = _metrics(pop_metrics_private)
         if cfg.baselines.centralized:
-            qc = centralized_als(jax.random.fold_in(key, 4), train, fleet.population,
-                                 cfg.model.dim, hyper, cfg.baselines.centralized_iterations,
-                                 cfg.model.init_scale)
+            qc = centralized_als(
+                jax.random.fold_in(key, 4),
+                train,
+                fleet.population,
+                cfg.model.dim,
+                hyper,
+                cfg.baselines.centralized_iterations,
+                cfg.model.init_scale,
+            )
             baselines["centralized"] = _metrics(_evaluate_mf(qc, train, target, hyper, k))
 
         upload = int(sum(lg.upload_bytes for lg in logs))

@@ -86,7 +86,9 @@ class Interactions:
         )
         titles = None
         if item_titles is not None:
-            titles = np.array([str(item_titles.get(k, "")) for k in item_ids.tolist()], dtype=object)
+            titles = np.array(
+                [str(item_titles.get(k, "")) for k in item_ids.tolist()], dtype=object
+            )
         attrs = None
         if user_attributes is not None:
             attrs = user_attributes.reindex(user_ids).reset_index(drop=True)

@@ -4,8 +4,8 @@ Protocols (``split.protocol``):
 - ``random``: each user's positives are split at random, ``test_fraction`` to test (seeded);
 - ``leave_last``: each user's last ``leave_last_k`` positives by timestamp go to test;
 - ``held_out_users``: a ``held_out_fraction`` of users never train; their positives are split
-  ``fold_in_fraction`` / rest into fold-in (used only to solve their user vector at evaluation, as in
-  the private ALS literature) and test.
+  ``fold_in_fraction`` / rest into fold-in (used only to solve their user vector at evaluation,
+  as in the private ALS literature) and test.
 Validation is carved from train the same way as test (``validation_fraction`` of each user's train
 positives), for tuning; test is touched only for reporting.
 
@@ -27,7 +27,8 @@ from ppr.errors import DataError
 
 @dataclass(frozen=True)
 class UserItems:
-    """Per-user item lists in CSR form: user ``u`` holds ``indices[indptr[u]:indptr[u+1]]`` (sorted)."""
+    """Per-user item lists in CSR form: user ``u`` holds ``indices[indptr[u]:indptr[u+1]]``
+    (sorted)."""
 
     indptr: np.ndarray
     indices: np.ndarray

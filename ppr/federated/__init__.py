@@ -3,7 +3,8 @@
 Roles are separate objects (as in Flower): :class:`~ppr.federated.devices.DeviceFleet` holds each
 device's own items and computes its update; an :class:`~ppr.federated.aggregators.CohortAggregator`
 forms the cohort sum (plaintext or CKKS) and DP noise *wraps* it
-(:class:`~ppr.federated.aggregators.CentralNoise`, :class:`~ppr.federated.aggregators.DistributedNoise`);
+(:class:`~ppr.federated.aggregators.CentralNoise`,
+:class:`~ppr.federated.aggregators.DistributedNoise`);
 :class:`~ppr.federated.server.Server` applies the optax server optimizer;
 :class:`~ppr.federated.trainer.FederatedTrainer` runs the rounds.
 """

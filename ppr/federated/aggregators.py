@@ -117,7 +117,7 @@ class DenseAggregator:
     distributed DP). Devices are materialized ``chunk`` at a time to bound memory.
     """
 
-    def __init__(self, secure, n_items: int, dim: int, chunk: int = 256) -> None:  # noqa: ANN001
+    def __init__(self, secure, n_items: int, dim: int, chunk: int = 256) -> None:
         self.secure = secure
         self.n_items, self.dim = int(n_items), int(dim)
         self.chunk = int(chunk)
@@ -126,7 +126,7 @@ class DenseAggregator:
         self, devices: DeviceRound, key: jax.Array, share_std: float
     ) -> tuple[np.ndarray, np.ndarray]:
         rows, ids = [], []
-        for b_idx, (batch, upd) in enumerate(zip(devices.batches, devices.updates, strict=True)):
+        for b_idx, batch in enumerate(devices.batches):
             valid = np.flatnonzero(batch.valid > 0)
             dense = devices.dense(b_idx)
             if share_std > 0:

@@ -55,7 +55,7 @@ def sample_cohort(
 
 
 def apply_dropout(key: jax.Array, cohort: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``cohort`` into (survivors, dropped): each device drops out with probability ``rate``."""
+    """Split ``cohort`` into (survivors, dropped): each device drops out with prob. ``rate``."""
     if rate <= 0 or cohort.size == 0:
         return cohort, cohort[:0]
     drop = np.asarray(jax.random.bernoulli(key, rate, (cohort.size,)))
@@ -78,7 +78,7 @@ class DeviceRound(NamedTuple):
         return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
     def clipped_sum(self) -> jax.Array:
-        """``sum_u f_u v_u p_u^T`` over the round's devices (never forms a dense per-device matrix)."""
+        """``sum_u f_u v_u p_u^T`` over the round's devices (no dense per-device matrix)."""
         total = self.updates[0].total
         for u in self.updates[1:]:
             total = total + u.total
@@ -93,7 +93,10 @@ class DeviceRound(NamedTuple):
 
     def norms(self) -> np.ndarray:
         """Update norms before clipping, one per device (in :attr:`device_ids` order)."""
-        out = [np.asarray(u.norms)[b.valid > 0] for b, u in zip(self.batches, self.updates, strict=True)]
+        out = [
+            np.asarray(u.norms)[b.valid > 0]
+            for b, u in zip(self.batches, self.updates, strict=True)
+        ]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 

@@ -8,23 +8,27 @@ Loss of user ``u`` (positives r_ui = 1, everything else 0)::
 
     p_u = (Q^T Q + alpha Q_u^T Q_u + lambda I)^{-1} (1 + alpha) Q_u^T 1
 
-``Q^T Q`` is shared by the cohort (computed once per round); ``Q_u`` are the rows of the device's own
-items, gathered from padded item lists.
+``Q^T Q`` is shared by the cohort (computed once per round); ``Q_u`` are the rows of the device's
+own items, gathered from padded item lists.
 
 *Device update* of the item matrix: with ``p_u`` fixed, ``local_steps`` gradient steps of size
 ``local_lr`` on ``L_u / 2`` move ``Q`` by ``v_K p_u^T`` where::
 
     v_0 = 0,  v_{k+1} = v_k + local_lr * c_u * (r_u - Q p_u - ||p_u||^2 v_k)
 
-so the update is *always an outer product* ``Delta Q_u = v_K p_u^T`` (``v_1 = local_lr e_u`` with the
-residual ``e_u = c_u * (r_u - Q p_u)``). Hence ``||Delta Q_u||_F = ||v_K|| ||p_u||`` and the clipped
-cohort sum ``sum_u f_u v_u p_u^T = (f * V)^T P`` is one matrix product: no dense per-device matrix is
-formed unless a device must really send one (encryption, distributed noise: :func:`dense_updates`).
+so the update is *always an outer product* ``Delta Q_u = v_K p_u^T`` (``v_1 = local_lr e_u`` with
+the residual ``e_u = c_u * (r_u - Q p_u)``). Hence ``||Delta Q_u||_F = ||v_K|| ||p_u||`` and the
+clipped cohort sum ``sum_u f_u v_u p_u^T = (f * V)^T P`` is one matrix product: no dense per-device
+matrix is formed unless a device must really send one (encryption: :func:`dense_updates`).
+
+With one local step (the default) even ``V`` is not formed: ``v_u = -Q p_u + (sparse part on the
+device's own items)``, so the cohort sum is ``-Q (P^T F P) + scatter(...)`` and the norms come from
+``p^T (Q^T Q) p`` (see :func:`_bucket_update_one_step`): O(L d + d^2) per device, exact.
 Stability of the local iteration needs ``local_lr (1 + alpha) ||p_u||^2 < 2``.
 
-Cohorts are vectorized: devices are grouped into buckets of similar item-list length, each bucket padded
-to a fixed shape (``pack_buckets``), and one jitted function handles a bucket; there is no Python loop
-over devices. Padding rows have ``valid = 0`` and contribute nothing.
+Cohorts are vectorized: devices are grouped into buckets of similar item-list length, each bucket
+padded to a fixed shape (``pack_buckets``), and one jitted function handles a bucket; there is no
+Python loop over devices. Padding rows have ``valid = 0`` and contribute nothing.
 """
 
 from __future__ import annotations
