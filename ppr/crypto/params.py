@@ -7,7 +7,7 @@ switching. A fresh public-key ciphertext lives at the data level, so its size is
 ``2 * N * data_bits`` bits for ``N/2`` real slots: bytes per value depend on the data prime's
 size only, not on ``N``.
 
-Default (measured with ``benchmarks/ckks.py``, TenSEAL 0.3.18 / SEAL 4.x):
+Default (sizes and speed measured with ``benchmarks/ckks.py``, TenSEAL 0.3.18 / SEAL 4.x):
 ``N = 4096, coeff_mod_bit_sizes = (56, 53), scale = 2^40``.
 
 * Security: 56 + 53 = 109 bits, exactly the 128-bit limit of the homomorphicencryption.org
@@ -58,7 +58,8 @@ MAX_COEFF_BITS_128: dict[int, int] = {
 }
 
 #: log2 of the measured per-slot standard deviation of a fresh encryption's error at scale 1
-#: (i.e. error sigma = 2^(bits - scale_bits)), rounded up; see benchmarks/ckks.py.
+#: (i.e. error sigma = 2^(bits - scale_bits)), rounded up; the bound built on it is checked by
+#: tests/crypto/test_precision.py.
 _FRESH_NOISE_BITS_4096 = 9.5
 
 #: Multiple of sigma used by :func:`precision_bound` (worst slot x Gaussian tail; measured).

@@ -28,6 +28,7 @@ from ppr.model.mf import (
     dense_updates,
     gram,
     pack_buckets,
+    preconditioner,
 )
 
 
@@ -109,6 +110,15 @@ class DeviceFleet:
         mask = np.asarray(train_users, dtype=bool) & (counts > 0)
         self.population = np.flatnonzero(mask).astype(np.int64)
         self.hyper = hyper
+        self._packed: tuple[bytes, list[CohortBatch]] | None = None
+
+    def _pack(self, device_ids: np.ndarray) -> list[CohortBatch]:
+        """Padded buckets of ``device_ids``; the last cohort's packing is reused when the same
+        cohort comes again (every round with q = 1): it depends only on the devices' items."""
+        key = device_ids.tobytes()
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, pack_buckets(self._items, device_ids))
+        return self._packed[1]
 
     @property
     def n_devices(self) -> int:
@@ -125,7 +135,8 @@ class DeviceFleet:
         if np.asarray(device_ids).size == 0:
             return DeviceRound([], [], q)
         g = gram(q)
-        batches = pack_buckets(self._items, np.asarray(device_ids))
+        m_inv = preconditioner(g, self.hyper.reg)
+        batches = self._pack(np.asarray(device_ids, dtype=np.int64))
         clip = jnp.float32(clip_norm)
-        updates = [cohort_update(q, g, b, self.hyper, clip) for b in batches]
+        updates = [cohort_update(q, g, b, self.hyper, clip, m_inv=m_inv) for b in batches]
         return DeviceRound(batches, updates, q)

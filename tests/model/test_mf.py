@@ -21,6 +21,8 @@ from ppr.model.mf import (
     gram,
     init_item_factors,
     pack_buckets,
+    pcg_iterations,
+    preconditioner,
     solve_user_factors,
 )
 
@@ -152,9 +154,13 @@ def test_local_steps_paths_consistent(items, q):
     g = gram(q)
     clip = jnp.float32(0.7)
     for b in pack_buckets(items, np.arange(N_USERS)):
-        one = _bucket_update_one_step(q, g, b.items, b.mask, b.valid, HYPER.alpha, HYPER.reg, clip)
+        it = pcg_iterations(HYPER.alpha)
+        m_inv = preconditioner(g, HYPER.reg)
+        one = _bucket_update_one_step(
+            q, g, m_inv, b.items, b.mask, b.valid, HYPER.alpha, HYPER.reg, clip, it
+        )
         dense1 = _bucket_update(
-            q, g, b.items, b.mask, b.valid, HYPER.alpha, HYPER.reg, clip, 1.0, 1
+            q, g, m_inv, b.items, b.mask, b.valid, HYPER.alpha, HYPER.reg, clip, 1.0, 1, it
         )
         close(dense1.total, one.total)
         close(dense1.norms, one.norms)
@@ -174,3 +180,29 @@ def test_local_steps_three_matches_reference(items, q):
         p = ref_p(q, row, hyper)
         v = ref_v(q, row, p, hyper, steps=3, lr=0.05)
         close(dense[r], np.outer(v, p).ravel())
+
+
+def test_pcg_iterations_bound():
+    """The documented iteration counts: kappa <= 1 + alpha, rho = (sqrt k - 1)/(sqrt k + 1)."""
+    assert pcg_iterations(0.0) == 1
+    assert pcg_iterations(3.0) == 14  # rho = 1/3: 3^-14 * 2 < 1e-6 <= 3^-13 * 2
+    assert pcg_iterations(10.0) > pcg_iterations(3.0)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 3.0, 40.0])
+def test_pcg_solve_matches_cholesky_on_ill_conditioned_items(alpha):
+    """Heavy users and large item norms: the PCG solve stays within its bound of the exact one."""
+    rng = np.random.default_rng(3)
+    n_items, d = 300, 16
+    qn = (rng.normal(size=(n_items, d)) * rng.lognormal(0, 1.5, size=(n_items, 1))).astype(
+        np.float32
+    )
+    heavy = UserItems.from_pairs(np.zeros(250, np.int64), np.arange(250), 1, n_items)
+    hyper = MFHyper(alpha=alpha, reg=0.5)
+    p = solve_user_factors(jnp.asarray(qn), heavy, np.array([0]), hyper)[0]
+    q64 = qn.astype(np.float64)
+    qu = q64[:250]
+    a = q64.T @ q64 + alpha * qu.T @ qu + 0.5 * np.eye(d)
+    exact = np.linalg.solve(a, (1 + alpha) * qu.sum(axis=0))
+    err = np.sqrt((p - exact) @ a @ (p - exact)) / np.sqrt(exact @ a @ exact)
+    assert err < 1e-4, err  # 1e-6 in exact arithmetic; float32 rounding dominates
