@@ -147,7 +147,8 @@ def pcg_iterations(alpha: float, tol: float = SOLVE_TOLERANCE) -> int:
     the cohort. Since ``Q^T Q`` contains the rows ``Q_u``,
     ``0 <= M^{-1/2} Q_u^T Q_u M^{-1/2} <= I``, so the ``M``-preconditioned system has condition
     number ``kappa <= 1 + alpha`` *whatever the data*, and CG's error contracts by
-    ``rho = (sqrt(kappa) - 1) / (sqrt(kappa) + 1)`` per iteration: ``||x_K - x*||_A <= 2 rho^K ||x_0 - x*||_A``. (alpha = 3: 14 iterations for 1e-6.)
+    ``rho = (sqrt(kappa) - 1) / (sqrt(kappa) + 1)`` per iteration:
+    ``||x_K - x*||_A <= 2 rho^K ||x_0 - x*||_A`` (alpha = 3: 14 iterations for 1e-6).
     """
     kappa = 1.0 + max(float(alpha), 0.0)
     if kappa <= 1.0 + 1e-12:
