@@ -86,6 +86,9 @@ class SplitConfig:
     fold_in_fraction: float = _f(0.8, gt=0.0, lt=1.0, doc="held-out users' fold-in share")
     validation_fraction: float = _f(0.1, ge=0.0, lt=1.0, doc="share of train carved for validation")
     min_train: int = _f(1, ge=1, doc="evaluated users keep at least this many train positives")
+    users_without_positives: Literal["drop", "error"] = _f(
+        "drop", doc="a user with no positive: leave them out (no device), or refuse the data"
+    )
 
 
 @dataclass(frozen=True)

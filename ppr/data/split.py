@@ -143,6 +143,15 @@ def _holdout_mask(
 def make_split(inter: Interactions, cfg: SplitConfig, seed: int) -> Split:
     """Split the positives of ``inter`` according to ``cfg`` (deterministic for a seed)."""
     pos = positives(inter, cfg.positive_threshold)
+    if cfg.users_without_positives == "error":
+        lacking = np.flatnonzero(np.bincount(pos.users, minlength=inter.n_users) == 0)
+        if lacking.size:
+            first = inter.user_ids[lacking[0]] if inter.user_ids is not None else lacking[0]
+            raise DataError(
+                f"{inter.source}: {lacking.size} user(s) have no rating >= "
+                f"{cfg.positive_threshold:g} (first: user {first}); set "
+                '`split.users_without_positives = "drop"` to leave them out'
+            )
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E1]))
     users, items = pos.users.astype(np.int64), pos.items
     n_users, n_items = inter.n_users, inter.n_items

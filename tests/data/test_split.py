@@ -103,3 +103,20 @@ def test_min_train_moves_items_back(inter):
     split = make_split(inter, big, seed=0)
     assert split.test.nnz == 0 and split.validation.nnz == 0
     assert split.train.nnz == positives(inter, big.positive_threshold).users.size
+
+
+def test_user_without_positives_dropped_or_refused():
+    from ppr.data.interactions import Interactions
+    from ppr.errors import DataError
+
+    users = np.array([10, 10, 20, 20, 30])
+    items = np.array([1, 2, 1, 3, 2])
+    ratings = np.array([5.0, 4.0, 2.0, 1.0, 4.0], np.float32)  # user 20 has no positive
+    inter = Interactions.from_arrays(users, items, ratings, np.arange(5), source="log.csv")
+    split = make_split(inter, _cfg("random", validation_fraction=0.0), seed=0)
+    holders = split.train.union(split.test).counts()
+    assert holders.tolist() == [2, 0, 1]  # the user stays in the index, holds nothing
+    with pytest.raises(
+        DataError, match=r"log\.csv: 1 user\(s\) have no rating >= 4 \(first: user 20\)"
+    ):
+        make_split(inter, _cfg("random", users_without_positives="error"), seed=0)
