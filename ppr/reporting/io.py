@@ -58,6 +58,16 @@ def json_safe(obj: Any) -> Any:
     raise TypeError(f"cannot convert {type(obj).__name__} to JSON")
 
 
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: Mode of written files: what ``open()`` would give under the process umask (read at import).
+_FILE_MODE = _file_mode()
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(f)`` on a temporary binary file beside ``path``, then move it into place.
 
@@ -70,6 +80,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; results get the usual umask mode
         os.replace(tmp, path)
     except BaseException:
         try:

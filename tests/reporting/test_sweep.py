@@ -342,3 +342,15 @@ def test_table_and_plot_with_a_grid(tmp_path: Path) -> None:
     only_inf = [p for p in res.points if p["epsilon"] == "inf"]
     png = plot_recall_vs_epsilon(only_inf, tmp_path / "inf.png", ["privacy.clip_norm"])
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_atomic_writes_get_the_umask_mode(tmp_path):
+    """mkstemp creates 0600 files; results must get the mode open() would give them."""
+    import os
+
+    from ppr.reporting.io import atomic_write_text
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    path = atomic_write_text(tmp_path / "r.json", "{}")
+    assert os.stat(path).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
