@@ -126,7 +126,7 @@ class PrivacyConfig:
     epsilon: float = _f(math.inf, gt=0.0, doc='target user-level epsilon; "inf" means no DP')
     delta: float = _f(0.0, ge=0.0, lt=1.0, doc="target delta; 0 picks 1/(10 N); must be < 1/N")
     clip_norm: float = _f(
-        1.0, gt=0.0, doc="L2 bound C on each device's whole update (inf: no clipping)"
+        5.0, gt=0.0, doc="L2 bound C on each device's whole update (inf: no clipping)"
     )
     noise: Literal["central", "distributed"] = _f("central", doc="who adds the Gaussian noise")
     accountant: Literal["rdp", "pld"] = _f("rdp", doc="privacy accountant")
