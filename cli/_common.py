@@ -6,13 +6,24 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from ppr.errors import PprError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The optional CONFIG argument of the pipeline commands.
+ConfigArg = Annotated[
+    Path | None, typer.Argument(help="TOML config; omit for the embedded default.")
+]
+#: ``--set section.key=value`` overrides (repeatable).
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a key: section.key=value (repeatable)."),
+]
 
 
 def fail(message: str) -> typer.Exit:

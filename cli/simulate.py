@@ -10,7 +10,6 @@ and nothing else there.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli._common import guarded, print_json
+from cli._common import ConfigArg, SetOpt, guarded, print_json
 from ppr.config import load_config
 from ppr.pipeline import run_simulation
 
@@ -56,13 +55,8 @@ def privacy_line(summary: dict) -> str:
 
 @guarded
 def simulate(
-    config: Annotated[
-        Path | None, typer.Argument(help="TOML config; omit for the embedded default.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a key: section.key=value (repeatable)."),
-    ] = None,
+    config: ConfigArg = None,
+    set_: SetOpt = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
     ] = False,

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli._common import guarded, print_json
+from cli._common import ConfigArg, SetOpt, guarded, print_json
 from ppr.config import Config, load_config
 from ppr.errors import PprError
 from ppr.reporting import SweepProgress, run_sweep, sweep_table
@@ -39,13 +39,8 @@ def default_out_dir(cfg: Config) -> Path:
 
 @guarded
 def sweep(
-    config: Annotated[
-        Path | None, typer.Argument(help="TOML config; omit for the embedded default.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a key: section.key=value (repeatable)."),
-    ] = None,
+    config: ConfigArg = None,
+    set_: SetOpt = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Sweep directory (default: a new one under runs/)."),
