@@ -51,5 +51,5 @@ def test_fixed_sampling_refused_under_dp():
     from ppr.errors import ConfigError
 
     cfg = load_config(None, {**TINY, "federated.sampling": "fixed"})
-    with pytest.raises(ConfigError, match="federated.sampling"):
+    with pytest.raises(ConfigError, match=r"federated\.sampling"):
         run_simulation(cfg, write=False)
