@@ -3,13 +3,15 @@
 With no CONFIG it runs the embedded default (a small synthetic data set). ``--set key=value``
 overrides any config key. A progress bar per round goes to stderr; a results table at the end; the
 run directory ``<output.runs_dir>/<name>-<timestamp>/`` holds ``config.toml``, ``metrics.jsonl``,
-``summary.json`` and ``ledger.json``. ``--json`` prints the summary as one JSON object on stdout
-and nothing else there.
+``summary.json`` and ``ledger.json``; an interrupted run stays in a hidden ``.<name>.partial``
+directory with a per-round checkpoint and ``--resume DIR`` finishes it. ``--json`` prints the
+summary as one JSON object on stdout and nothing else there.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,7 +21,8 @@ from rich.table import Table
 
 from cli._common import ConfigArg, SetOpt, guarded, print_json
 from ppr.config import load_config
-from ppr.pipeline import run_simulation
+from ppr.errors import ConfigError
+from ppr.pipeline import resume_simulation, run_simulation
 
 
 def _fmt(v: object) -> str:
@@ -53,6 +56,11 @@ def privacy_line(summary: dict) -> str:
     )
 
 
+def _stop(bar: Progress) -> None:
+    if bar.live.is_started:
+        bar.stop()
+
+
 @guarded
 def simulate(
     config: ConfigArg = None,
@@ -61,12 +69,20 @@ def simulate(
         bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue an interrupted run from its .<name>.partial directory."
+        ),
+    ] = None,
 ) -> None:
     """Run one federated simulation and report recall@k / NDCG@k against the baselines."""
-    cfg = load_config(config, set_ or [])
+    if resume is not None and (config is not None or set_):
+        raise ConfigError("--resume takes the run's own config.toml: give no CONFIG or --set.")
+    cfg = load_config(resume / "config.toml" if resume else config, set_ or [])
     err = Console(stderr=True)
     show = not quiet and not json_out
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]round"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -75,19 +91,33 @@ def simulate(
         console=err,
         disable=not show,
         transient=False,
-    ) as bar:
-        task = bar.add_task("rounds", total=cfg.federated.rounds, info="")
+    )
+    task = bar.add_task("rounds", total=cfg.federated.rounds, info="", start=False)
 
-        def progress(done: int, total: int, rec: dict) -> None:
-            val = rec.get("validation", {})
-            extra = f" val recall {val[f'recall@{cfg.evaluation.k}']:.4f}" if val else ""
-            bar.update(
-                task,
-                completed=done,
-                info=f"cohort {rec['accepted']}, |Δ| {rec['mean_norm']:.3g}{extra}",
-            )
+    def progress(done: int, total: int, rec: dict) -> None:
+        if not bar.live.is_started:  # drawn from the first round on: input errors stay one line
+            bar.start()
+            bar.start_task(task)
+        val = rec.get("validation", {})
+        extra = f" val recall {val[f'recall@{cfg.evaluation.k}']:.4f}" if val else ""
+        bar.update(
+            task,
+            completed=done,
+            info=f"cohort {rec['accepted']}, |Δ| {rec['mean_norm']:.3g}{extra}",
+        )
 
-        result = run_simulation(cfg, progress=progress)
+    try:
+        if resume is not None:
+            result = resume_simulation(resume, progress=progress)
+        else:
+            result = run_simulation(cfg, progress=progress)
+    except KeyboardInterrupt as exc:
+        _stop(bar)
+        notes = "; ".join(getattr(exc, "__notes__", []))
+        err.print(f"interrupted{': ' + notes if notes else ''}", highlight=False)
+        raise typer.Exit(code=130) from None
+    finally:
+        _stop(bar)
     summary = result.summary
     if json_out:
         print_json(summary)

@@ -14,6 +14,7 @@ ledger with the accountant's epsilon).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -30,7 +31,7 @@ from ppr.crypto import CkksSecureAggregation
 from ppr.crypto.params import default_params
 from ppr.data.loaders import load_interactions
 from ppr.data.split import Split, UserItems, make_split
-from ppr.errors import ConfigError
+from ppr.errors import ConfigError, PprError
 from ppr.evaluation.metrics import RankingMetrics, evaluate_scores
 from ppr.federated import (
     CentralNoise,
@@ -54,6 +55,7 @@ from ppr.privacy import (
     realized_rounds_event,
 )
 from ppr.privacy.popularity import CsrItems
+from ppr.reporting.io import atomic_write_bytes
 from ppr.runs import RunDir, atomic_write_json, atomic_write_text, json_safe
 
 Progress = Callable[[int, int, dict], None]
@@ -173,11 +175,18 @@ def run_simulation(
     *,
     write: bool = True,
     split: Split | None = None,
+    resume: str | Path | None = None,
 ) -> SimulationResult:
     """Run the configured federated experiment end to end and (with ``write``) save it.
 
     ``run_dir``: where to write (default: a fresh ``<output.runs_dir>/<name>-<timestamp>``).
     ``split``: a prepared :func:`prepare_data` result to reuse (must come from the same config).
+    ``resume``: an interrupted run's partial directory to continue (use
+    :func:`resume_simulation`, which also reads its config).
+
+    Crash safety: after every round the server state is checkpointed in the partial run directory;
+    a run interrupted after its first round keeps that directory so it can be resumed (the error
+    carries a note saying how); a failure before it leaves nothing behind.
     """
     check_config(cfg)
     t_start = time.perf_counter()
@@ -196,10 +205,13 @@ def run_simulation(
 
     key = jax.random.PRNGKey(cfg.seed)
     rd = None
-    if write:
+    if resume is not None:
+        rd = RunDir.reopen(resume)
+    elif write:
         rd = RunDir(Path(run_dir)) if run_dir else RunDir.create(cfg.output.runs_dir, cfg.name)
+    resumable = False
     try:
-        if rd is not None:
+        if rd is not None and resume is None:
             atomic_write_text(rd.file("config.toml"), to_toml(cfg))
 
         # -- DP popularity prior (released once, before training; in the ledger) --------------
@@ -243,9 +255,16 @@ def run_simulation(
             fixed_denominator=denom,
         )
         lines: list[str] = []
+        done: list[RoundLog] = []
+        start = 0
+        if resume is not None:
+            state, start, lines = load_checkpoint(rd.path, state)
+            done = [RoundLog(**{f: json.loads(x)[f] for f in RoundLog._fields}) for x in lines]
+            resumable = True
         val_train, val_target = split.for_evaluation("validation")
 
         def on_round(st, log: RoundLog) -> None:
+            nonlocal resumable
             rec = log.as_dict()
             if cfg.evaluation.eval_every and log.round % cfg.evaluation.eval_every == 0:
                 m = _evaluate_mf(
@@ -255,12 +274,17 @@ def run_simulation(
             lines.append(json.dumps(json_safe(rec)))
             if rd is not None:
                 atomic_write_text(rd.file("metrics.jsonl"), "\n".join(lines) + "\n")
+                save_checkpoint(rd.path, st, log.round, len(lines))
+                resumable = True
             if progress is not None:
                 progress(log.round, fed.rounds, rec)
 
         t_train = time.perf_counter()
         try:
-            state, logs = trainer.fit(state, fed.rounds, jax.random.fold_in(key, 2), on_round)
+            state, logs = trainer.fit(
+                state, fed.rounds, jax.random.fold_in(key, 2), on_round, start=start
+            )
+            logs = done + logs
         finally:
             aggregator.close()
         train_s = time.perf_counter() - t_train
@@ -355,12 +379,64 @@ def run_simulation(
         if rd is not None:
             ledger.save(rd.file("ledger.json"), plan.delta, plan.accountant)
             atomic_write_json(rd.file("summary.json"), summary)
+            rd.file(CHECKPOINT).unlink(missing_ok=True)
             final_dir = rd.commit()
         return SimulationResult(summary, q, logs, ledger, final_dir)
-    except BaseException:
+    except BaseException as exc:
         if rd is not None:
-            rd.abort()
+            if resumable and not isinstance(exc, PprError):
+                exc.add_note(f"the run can be resumed: ppr simulate --resume {rd.path}")
+            else:
+                rd.abort()
         raise
+
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def save_checkpoint(path: Path, state, round_done: int, n_lines: int) -> None:
+    """Atomically save the server state (item matrix + optimizer state) after ``round_done``."""
+    leaves = jax.tree_util.tree_leaves(state)
+    buf = io.BytesIO()
+    arrays = {f"arr_{i}": np.asarray(x) for i, x in enumerate(leaves)}
+    np.savez(buf, round=round_done, lines=n_lines, **arrays)
+    atomic_write_bytes(Path(path) / CHECKPOINT, buf.getvalue())
+
+
+def load_checkpoint(path: Path, template) -> tuple[Any, int, list[str]]:
+    """(state, rounds done, metrics lines) of an interrupted run; ``template`` gives the state's
+    structure (a fresh ``server.init(q0)`` of the same config)."""
+    ckpt = Path(path) / CHECKPOINT
+    if not ckpt.is_file():
+        raise ConfigError(f"{path}: no checkpoint ({CHECKPOINT}): the run cannot be resumed.")
+    with np.load(ckpt) as z:
+        done, n_lines = int(z["round"]), int(z["lines"])
+        leaves = [z[f"arr_{i}"] for i in range(len(z.files) - 2)]
+    treedef = jax.tree_util.tree_structure(template)
+    old = jax.tree_util.tree_leaves(template)
+    if len(leaves) != len(old) or any(
+        a.shape != np.shape(b) for a, b in zip(leaves, old, strict=True)
+    ):
+        raise ConfigError(f"{ckpt}: checkpoint does not match the run's config.")
+    state = jax.tree_util.tree_unflatten(
+        treedef,
+        [jax.numpy.asarray(a, dtype=np.asarray(b).dtype) for a, b in zip(leaves, old, strict=True)],
+    )
+    lines = Path(path, "metrics.jsonl").read_text(encoding="utf-8").splitlines()[:n_lines]
+    return state, done, lines
+
+
+def resume_simulation(partial: str | Path, progress: Progress | None = None) -> SimulationResult:
+    """Continue an interrupted run from its partial directory (its ``config.toml`` and last
+    checkpoint). The result equals the uninterrupted run's: round ``t`` draws from
+    ``fold_in(key, t)`` whatever round the process started at."""
+    partial = Path(partial)
+    cfg_file = partial / "config.toml"
+    if not cfg_file.is_file():
+        raise ConfigError(f"{partial}: not an interrupted run (no config.toml).")
+    from ppr.config import load_config
+
+    return run_simulation(load_config(cfg_file), progress=progress, resume=partial)
 
 
 def config_snapshot(cfg: Config) -> dict:

@@ -3,8 +3,9 @@
 A run is written into ``<runs_dir>/.<name>-<timestamp>.partial/`` and renamed to
 ``<runs_dir>/<name>-<timestamp>/`` (one ``os.replace``) when it finished, so a run directory
 without the ``.partial`` suffix always holds a complete run; a crashed run leaves only the hidden
-partial directory. Single files are written with :mod:`ppr.reporting.io` (temporary file in the
-same folder, fsync, ``os.replace``).
+partial directory, which holds a per-round checkpoint: ``ppr simulate --resume <partial dir>``
+continues it (see :func:`ppr.pipeline.resume_simulation`). Single files are written with
+:mod:`ppr.reporting.io` (temporary file in the same folder, fsync, ``os.replace``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ppr.errors import ConfigError
 from ppr.reporting.io import atomic_write_json, atomic_write_text, json_safe
 
 __all__ = ["RunDir", "atomic_write_json", "atomic_write_text", "json_safe"]
@@ -28,6 +30,20 @@ class RunDir:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
+
+    @classmethod
+    def reopen(cls, partial: str | Path) -> RunDir:
+        """The interrupted run in ``partial`` (a ``.<name>.partial`` directory), kept as it is."""
+        partial = Path(partial)
+        name = partial.name
+        if not (name.startswith(".") and name.endswith(".partial")) or not partial.is_dir():
+            raise ConfigError(
+                f"{partial}: not an interrupted run (expected a `.<name>.partial` directory)."
+            )
+        rd = cls.__new__(cls)
+        rd.final = partial.parent / name[1 : -len(".partial")]
+        rd.path = partial
+        return rd
 
     @classmethod
     def create(cls, runs_dir: str | Path, name: str) -> RunDir:

@@ -64,15 +64,37 @@ def test_run_dir_files(tmp_path):
     assert ledger["format"] == "ppr.privacy.ledger/1" and ledger["entries"] == []
 
 
-def test_error_mid_run_leaves_no_run_dir(tmp_path):
-    cfg = cfg_of(**{"output.runs_dir": str(tmp_path)})
+def test_interrupted_run_is_resumable_with_identical_results(tmp_path):
+    """Killed after round 2: no run directory appears (only a hidden .partial one with a
+    checkpoint); resuming gives exactly the uninterrupted run's item matrix and metrics."""
+    from ppr.pipeline import resume_simulation
+
+    cfg = cfg_of(**{"output.runs_dir": str(tmp_path), "name": "r"})
+    full = run_simulation(cfg, write=False)
 
     def boom(done: int, total: int, rec: dict) -> None:
         if done == 2:
             raise RuntimeError("interrupted")
 
-    with pytest.raises(RuntimeError, match="interrupted"):
+    with pytest.raises(RuntimeError, match="interrupted") as info:
         run_simulation(cfg, progress=boom)
+    (partial,) = list(tmp_path.iterdir())
+    assert partial.name.startswith(".r-") and partial.name.endswith(".partial")
+    assert any("ppr simulate --resume" in n for n in info.value.__notes__)
+    res = resume_simulation(partial)
+    assert np.array_equal(res.q, full.q)
+    assert res.summary["metrics"] == full.summary["metrics"]
+    assert [lg.round for lg in res.rounds] == list(range(1, cfg.federated.rounds + 1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [res.run_dir.name]
+    assert not (res.run_dir / "checkpoint.npz").exists()
+
+
+def test_error_before_first_round_leaves_nothing(tmp_path):
+    cfg = cfg_of(
+        **{"output.runs_dir": str(tmp_path), "privacy.epsilon": 1.0, "federated.sampling": "fixed"}
+    )
+    with pytest.raises(ConfigError):
+        run_simulation(cfg)
     assert list(tmp_path.iterdir()) == []
 
 

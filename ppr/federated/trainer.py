@@ -97,9 +97,12 @@ class FederatedTrainer:
         rounds: int,
         key: jax.Array,
         on_round: Callable[[ServerState, RoundLog], None] | None = None,
+        start: int = 0,
     ) -> tuple[ServerState, list[RoundLog]]:
+        """Rounds ``start .. rounds - 1`` from ``state``. Round ``t`` uses ``fold_in(key, t)``, so
+        resuming from a checkpoint after round ``start`` gives the uninterrupted run's numbers."""
         logs: list[RoundLog] = []
-        for t in range(int(rounds)):
+        for t in range(int(start), int(rounds)):
             state, log = self.round(state, t, key)
             logs.append(log)
             if on_round is not None:

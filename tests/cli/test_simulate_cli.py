@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from ppr.config import load_config
 
 runner = CliRunner()
 SMALL = [
@@ -101,3 +102,36 @@ def test_user_errors_exit_2_one_line(tmp_path, case):
     assert needle in lines[0]
     assert "Traceback" not in r.stderr and r.stdout == ""
     assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_resume_finishes_an_interrupted_run(tmp_path):
+    """An interrupted run (left as a hidden .partial directory) is finished by --resume."""
+    from ppr.pipeline import run_simulation
+
+    cfg = load_config(
+        None,
+        {
+            "federated.rounds": 3,
+            "baselines.centralized": False,
+            "output.runs_dir": str(tmp_path),
+            "name": "cut",
+        },
+    )
+
+    def boom(done: int, total: int, rec: dict) -> None:
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_simulation(cfg, progress=boom)
+    (partial,) = list(tmp_path.iterdir())
+    res = runner.invoke(app, ["simulate", "--resume", str(partial), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["run_dir"] == str(tmp_path / partial.name[1 : -len(".partial")])
+    assert not partial.exists()
+    # a finished run cannot be resumed; --resume takes no other config
+    bad = runner.invoke(app, ["simulate", "--resume", out["run_dir"]])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: ")
+    both = runner.invoke(app, ["simulate", "--resume", str(partial), "--set", "seed=1"])
+    assert both.exit_code == 2
