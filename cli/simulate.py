@@ -128,6 +128,7 @@ def simulate(
     comm = summary["communication"]
     out.print(
         f"upload: {comm['upload_bytes_per_device'] / 1e3:,.1f} kB per device per round "
-        f"({comm['mode']}); {summary['timing']['total_s']:.1f} s"
+        f"({comm['mode']}); {summary['timing']['total_s']:.1f} s, "
+        f"peak memory {summary['timing']['peak_rss_mib']:,.0f} MiB"
     )
     out.print(f"run directory: {summary['run_dir']}")

@@ -75,6 +75,15 @@ class SimulationResult:
     run_dir: Path | None = None
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (``getrusage``; KiB on Linux)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
 def hyper_of(cfg: Config) -> MFHyper:
     m = cfg.model
     return MFHyper(m.alpha, m.reg, m.local_steps, m.local_lr)
@@ -372,6 +381,7 @@ def run_simulation(
                 "train_s": train_s,
                 "evaluation_s": time.perf_counter() - t_eval,
                 "total_s": time.perf_counter() - t_start,
+                "peak_rss_mib": peak_rss_mib(),
             },
         }
         summary = json_safe(summary)
