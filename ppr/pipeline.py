@@ -14,7 +14,6 @@ ledger with the accountant's epsilon).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ppr.config import Config, to_dict, to_toml
+from ppr.config import Config, to_toml
 from ppr.crypto import CkksSecureAggregation
 from ppr.crypto.params import default_params
 from ppr.data.loaders import load_interactions
@@ -55,8 +54,15 @@ from ppr.privacy import (
     realized_rounds_event,
 )
 from ppr.privacy.popularity import CsrItems
-from ppr.reporting.io import atomic_write_bytes
-from ppr.runs import RunDir, atomic_write_json, atomic_write_text, json_safe
+from ppr.runs import (
+    CHECKPOINT,
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    json_safe,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 Progress = Callable[[int, int, dict], None]
 
@@ -401,41 +407,6 @@ def run_simulation(
         raise
 
 
-CHECKPOINT = "checkpoint.npz"
-
-
-def save_checkpoint(path: Path, state, round_done: int, n_lines: int) -> None:
-    """Atomically save the server state (item matrix + optimizer state) after ``round_done``."""
-    leaves = jax.tree_util.tree_leaves(state)
-    buf = io.BytesIO()
-    arrays = {f"arr_{i}": np.asarray(x) for i, x in enumerate(leaves)}
-    np.savez(buf, round=round_done, lines=n_lines, **arrays)
-    atomic_write_bytes(Path(path) / CHECKPOINT, buf.getvalue())
-
-
-def load_checkpoint(path: Path, template) -> tuple[Any, int, list[str]]:
-    """(state, rounds done, metrics lines) of an interrupted run; ``template`` gives the state's
-    structure (a fresh ``server.init(q0)`` of the same config)."""
-    ckpt = Path(path) / CHECKPOINT
-    if not ckpt.is_file():
-        raise ConfigError(f"{path}: no checkpoint ({CHECKPOINT}): the run cannot be resumed.")
-    with np.load(ckpt) as z:
-        done, n_lines = int(z["round"]), int(z["lines"])
-        leaves = [z[f"arr_{i}"] for i in range(len(z.files) - 2)]
-    treedef = jax.tree_util.tree_structure(template)
-    old = jax.tree_util.tree_leaves(template)
-    if len(leaves) != len(old) or any(
-        a.shape != np.shape(b) for a, b in zip(leaves, old, strict=True)
-    ):
-        raise ConfigError(f"{ckpt}: checkpoint does not match the run's config.")
-    state = jax.tree_util.tree_unflatten(
-        treedef,
-        [jax.numpy.asarray(a, dtype=np.asarray(b).dtype) for a, b in zip(leaves, old, strict=True)],
-    )
-    lines = Path(path, "metrics.jsonl").read_text(encoding="utf-8").splitlines()[:n_lines]
-    return state, done, lines
-
-
 def resume_simulation(partial: str | Path, progress: Progress | None = None) -> SimulationResult:
     """Continue an interrupted run from its partial directory (its ``config.toml`` and last
     checkpoint). The result equals the uninterrupted run's: round ``t`` draws from
@@ -447,8 +418,3 @@ def resume_simulation(partial: str | Path, progress: Progress | None = None) -> 
     from ppr.config import load_config
 
     return run_simulation(load_config(cfg_file), progress=progress, resume=partial)
-
-
-def config_snapshot(cfg: Config) -> dict:
-    """The resolved config as a JSON-safe dict."""
-    return json_safe(to_dict(cfg))

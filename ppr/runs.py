@@ -10,15 +10,28 @@ continues it (see :func:`ppr.pipeline.resume_simulation`). Single files are writ
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
 
 from ppr.errors import ConfigError
-from ppr.reporting.io import atomic_write_json, atomic_write_text, json_safe
+from ppr.reporting.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_safe
 
-__all__ = ["RunDir", "atomic_write_json", "atomic_write_text", "json_safe"]
+__all__ = [
+    "CHECKPOINT",
+    "RunDir",
+    "atomic_write_json",
+    "atomic_write_text",
+    "json_safe",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 
 class RunDir:
@@ -69,3 +82,38 @@ class RunDir:
 
     def abort(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def save_checkpoint(path: Path, state, round_done: int, n_lines: int) -> None:
+    """Atomically save the server state (item matrix + optimizer state) after ``round_done``."""
+    leaves = jax.tree_util.tree_leaves(state)
+    buf = io.BytesIO()
+    arrays = {f"arr_{i}": np.asarray(x) for i, x in enumerate(leaves)}
+    np.savez(buf, round=round_done, lines=n_lines, **arrays)
+    atomic_write_bytes(Path(path) / CHECKPOINT, buf.getvalue())
+
+
+def load_checkpoint(path: Path, template) -> tuple[Any, int, list[str]]:
+    """(state, rounds done, metrics lines) of an interrupted run; ``template`` gives the state's
+    structure (a fresh ``server.init(q0)`` of the same config)."""
+    ckpt = Path(path) / CHECKPOINT
+    if not ckpt.is_file():
+        raise ConfigError(f"{path}: no checkpoint ({CHECKPOINT}): the run cannot be resumed.")
+    with np.load(ckpt) as z:
+        done, n_lines = int(z["round"]), int(z["lines"])
+        leaves = [z[f"arr_{i}"] for i in range(len(z.files) - 2)]
+    treedef = jax.tree_util.tree_structure(template)
+    old = jax.tree_util.tree_leaves(template)
+    if len(leaves) != len(old) or any(
+        a.shape != np.shape(b) for a, b in zip(leaves, old, strict=True)
+    ):
+        raise ConfigError(f"{ckpt}: checkpoint does not match the run's config.")
+    state = jax.tree_util.tree_unflatten(
+        treedef,
+        [jax.numpy.asarray(a, dtype=np.asarray(b).dtype) for a, b in zip(leaves, old, strict=True)],
+    )
+    lines = Path(path, "metrics.jsonl").read_text(encoding="utf-8").splitlines()[:n_lines]
+    return state, done, lines
