@@ -114,13 +114,13 @@ class DenseAggregator:
 
     ``secure`` is a ``CkksSecureAggregation`` or ``PlaintextAggregation`` whose ``value_bound``
     covers every coordinate a device may send (the clip norm, plus the noise share's range under
-    distributed DP). Devices are materialized ``chunk`` at a time to bound memory.
+    distributed DP). The cohort's dense updates are materialized together (float32,
+    ``n_devices * n_items * dim * 4`` bytes: 215 MB for 1,000 devices at the ML-100K size).
     """
 
     def __init__(self, secure, n_items: int, dim: int, chunk: int = 256) -> None:
         self.secure = secure
         self.n_items, self.dim = int(n_items), int(dim)
-        self.chunk = int(chunk)
 
     def _rows(
         self, devices: DeviceRound, key: jax.Array, share_std: float
