@@ -130,8 +130,8 @@ class PrivacyConfig:
     )
     noise: Literal["central", "distributed"] = _f("central", doc="who adds the Gaussian noise")
     accountant: Literal["rdp", "pld"] = _f("rdp", doc="privacy accountant")
-    popularity_share: float = _f(0.1, ge=0.0, lt=1.0, doc="share of epsilon for DP popularity")
-    popularity_max_items: int = _f(50, ge=1, doc="items one device contributes to popularity")
+    popularity_share: float = _f(0.5, ge=0.0, lt=1.0, doc="share of epsilon for DP popularity")
+    popularity_max_items: int = _f(20, ge=1, doc="items one device contributes to popularity")
     popularity_blend: float = _f(0.0, ge=0.0, doc="weight of the DP popularity prior in scores")
 
 
