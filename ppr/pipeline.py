@@ -30,7 +30,7 @@ from ppr.crypto import CkksSecureAggregation
 from ppr.crypto.params import default_params
 from ppr.data.loaders import load_interactions
 from ppr.data.split import Split, UserItems, make_split
-from ppr.errors import ConfigError, PprError
+from ppr.errors import ConfigError
 from ppr.evaluation.metrics import RankingMetrics, evaluate_scores
 from ppr.federated import (
     CentralNoise,
@@ -157,15 +157,19 @@ def _build_aggregator(cfg: Config, plan: PrivacyPlan, n_items: int, n_devices: i
         rate = cfg.federated.sampling_rate * (1.0 - cfg.federated.dropout_rate)
         n_min = min_cohort_size(n_devices, rate)
     if cfg.aggregation.mode == "ckks":
-        bound = priv.clip_norm
+        # what an honest device may send: |x_i| <= bound per coordinate, ||x|| <= l2
+        bound = l2 = priv.clip_norm
         if private and priv.noise == "distributed":
+            # a N(0, s^2) share: |z_i| < 8 s and ||z|| < s (sqrt(d) + 8), each w.p. > 1 - 1e-14
             share = plan.noise_multiplier * priv.clip_norm / math.sqrt(n_min)
             bound = priv.clip_norm + NOISE_SHARE_RANGE * share
+            l2 = priv.clip_norm + share * (math.sqrt(n_items * dim) + NOISE_SHARE_RANGE)
         secure = CkksSecureAggregation(
             n_items * dim,
             params=default_params(cfg.aggregation.poly_modulus_degree),
             workers=cfg.aggregation.workers,
             value_bound=bound,
+            l2_clip=l2,
         )
         base = DenseAggregator(secure, n_items, dim)
     else:
@@ -274,7 +278,8 @@ def run_simulation(
         start = 0
         if resume is not None:
             state, start, lines = load_checkpoint(rd.path, state)
-            done = [RoundLog(**{f: json.loads(x)[f] for f in RoundLog._fields}) for x in lines]
+            recs = [json.loads(x) for x in lines]
+            done = [RoundLog(**{f: r[f] for f in RoundLog._fields if f in r}) for r in recs]
             resumable = True
         val_train, val_target = split.for_evaluation("validation")
 
@@ -400,7 +405,7 @@ def run_simulation(
         return SimulationResult(summary, q, logs, ledger, final_dir)
     except BaseException as exc:
         if rd is not None:
-            if resumable and not isinstance(exc, PprError):
+            if resumable:  # rounds are checkpointed: keep them, whatever stopped the run
                 exc.add_note(f"the run can be resumed: ppr simulate --resume {rd.path}")
             else:
                 rd.abort()

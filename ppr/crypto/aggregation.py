@@ -167,7 +167,8 @@ class CkksSecureAggregation:
     Before each round the cohort plus noise is checked against the overflow capacity; after
     decryption the key holder rejects (:class:`~ppr.crypto.errors.AggregateRejectedError`) an
     aggregate that is non-finite or beyond ``(n_accepted + max|noise| / value_bound)`` value
-    bounds plus the precision margin.
+    bounds plus the precision margin, and, when ``l2_clip`` (the devices' L2 clip norm) is given,
+    one whose L2 norm exceeds ``n_accepted * l2_clip + ||noise||`` plus the precision margin.
     """
 
     def __init__(
@@ -178,8 +179,10 @@ class CkksSecureAggregation:
         value_bound: float = 1.0,
         seed: int | None = None,
         start_method: str = "spawn",
+        l2_clip: float | None = None,
     ) -> None:
         self.spec = AggregationSpec(update_size, value_bound, params or default_params())
+        self.l2_clip = None if l2_clip is None else float(l2_clip)
         self.channel = Channel()
         self._key_holder = KeyHolder(self.spec)
         public = self._key_holder.public_context()
@@ -304,8 +307,19 @@ class CkksSecureAggregation:
         bound = (
             agg.n_accepted + peak / vb + precision_bound(self.spec.params, agg.n_accepted)
         ) * vb
+        # L2: honest updates have norm <= l2_clip (the device's clip norm, when the orchestrator
+        # knows it) and the noise vector's norm is known exactly; plus the CKKS error's norm
+        z_norm = 0.0 if noise is None else float(np.linalg.norm(noise))
+        l2_bound = None
+        if self.l2_clip is not None:
+            err = precision_bound(self.spec.params, agg.n_accepted) * vb
+            l2_bound = (
+                agg.n_accepted * self.l2_clip + z_norm + err * np.sqrt(self.spec.n_values)
+            ) * (1 + 1e-9)
         t2 = time.perf_counter()
-        total = self._key_holder.decrypt_aggregate(sent, round_idx, abs_bound=bound * (1 + 1e-9))
+        total = self._key_holder.decrypt_aggregate(
+            sent, round_idx, abs_bound=bound * (1 + 1e-9), l2_bound=l2_bound
+        )
         t_dec = time.perf_counter() - t2
         out = self.channel.send(KEY_HOLDER, SERVER, KIND_RESULT, total.tobytes(), round_idx)
         timings.update(aggregator_s=t_agg, key_holder_s=t_dec, total_s=time.perf_counter() - t0)

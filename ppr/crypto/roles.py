@@ -98,13 +98,19 @@ class KeyHolder:
         return int(round_idx) in self._decrypted_rounds
 
     def decrypt_aggregate(
-        self, payload: bytes, round_idx: int, abs_bound: float | None = None
+        self,
+        payload: bytes,
+        round_idx: int,
+        abs_bound: float | None = None,
+        l2_bound: float | None = None,
     ) -> np.ndarray:
         """Decrypt the round's aggregate into a float64 vector of ``spec.n_values``.
 
         Raises :class:`ProtocolError` on a second call for the same round or a malformed
-        aggregate, :class:`AggregateRejectedError` if the result is non-finite or has a coordinate
-        with ``|x| > abs_bound``.
+        aggregate, :class:`AggregateRejectedError` if the result is non-finite, has a coordinate
+        with ``|x| > abs_bound``, or has L2 norm ``> l2_bound`` (honest devices send norm <= C,
+        so n of them sum to norm <= n C: one unclipped update far beyond that is caught, one
+        inside it is not).
         """
         round_idx = int(round_idx)
         if round_idx in self._decrypted_rounds:
@@ -145,6 +151,14 @@ class KeyHolder:
                 f"round {round_idx}: the decrypted aggregate exceeds the bound {abs_bound:.6g} "
                 "that the accepted cohort plus noise can reach (a ciphertext under another key, "
                 "or an unclipped update inside a valid ciphertext)."
+            )
+        if l2_bound is not None and float(np.linalg.norm(total)) > l2_bound:
+            logger.warning(
+                "round %d: key holder rejected an aggregate beyond the L2 bound", round_idx
+            )
+            raise AggregateRejectedError(
+                f"round {round_idx}: the decrypted aggregate's L2 norm exceeds {l2_bound:.6g}, "
+                "the most the accepted cohort of clipped updates plus noise can reach."
             )
         logger.info("round %d: key holder decrypted the aggregate", round_idx)
         return total

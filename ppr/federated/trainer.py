@@ -11,6 +11,7 @@ the config and seed):
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -18,9 +19,12 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from ppr.federated.aggregators import CohortAggregator
+from ppr.crypto.errors import AggregateRejectedError
+from ppr.federated.aggregators import CohortAggregator, RoundAggregate
 from ppr.federated.devices import DeviceFleet, apply_dropout, sample_cohort
 from ppr.federated.server import Server, ServerState
+
+logger = logging.getLogger("ppr.federated")
 
 
 class RoundLog(NamedTuple):
@@ -36,6 +40,7 @@ class RoundLog(NamedTuple):
     noise_multiplier: float | None
     upload_bytes: int
     seconds: float
+    aggregate_rejected: bool = False
 
     def as_dict(self) -> dict:
         return self._asdict()
@@ -72,9 +77,18 @@ class FederatedTrainer:
         )
         survivors, dropped = apply_dropout(k_drop, cohort, self.dropout_rate)
         devices = self.fleet.compute(state.q, survivors, self.clip_norm)
-        agg = self.aggregator.aggregate(t, devices, k_agg)
+        try:
+            agg = self.aggregator.aggregate(t, devices, k_agg)
+            refused = False
+        except AggregateRejectedError as exc:
+            # The key holder refused to release the sum (a device sent what no honest device
+            # can: see ppr.crypto). Nothing is released and the model does not move; the round
+            # stays charged in the privacy ledger, and training goes on.
+            logger.warning("round %d skipped: %s", t + 1, exc)
+            agg = RoundAggregate(np.zeros(0), 0, 0)
+            refused = True
         denom = self.fixed_denominator if self.fixed_denominator else max(agg.n_accepted, 1)
-        if agg.n_accepted > 0 or agg.noise_multiplier:
+        if not refused and (agg.n_accepted > 0 or agg.noise_multiplier):
             state = self.server.step(state, agg.total, denom)
         norms = devices.norms() if survivors.size else np.zeros(0)
         log = RoundLog(
@@ -88,6 +102,7 @@ class FederatedTrainer:
             noise_multiplier=agg.noise_multiplier,
             upload_bytes=int(agg.upload_bytes),
             seconds=time.perf_counter() - start,
+            aggregate_rejected=refused,
         )
         return state, log
 
