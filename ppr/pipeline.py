@@ -181,6 +181,19 @@ def _build_aggregator(cfg: Config, plan: PrivacyPlan, n_items: int, n_devices: i
     return DistributedNoise(base, plan.noise_multiplier, priv.clip_norm, n_min)
 
 
+def _channel_totals(aggregator) -> dict | None:
+    """Bytes that crossed role boundaries (by sender role and message kind), as counted by the
+    secure aggregation's :class:`~ppr.crypto.Channel`; ``None`` on the structured plaintext path,
+    where the upload is computed (n_items x dim float32 per device) rather than sent."""
+    while hasattr(aggregator, "inner"):
+        aggregator = aggregator.inner
+    secure = getattr(aggregator, "secure", None)
+    if secure is None:
+        return None
+    t = secure.channel.totals()
+    return {k: t[k] for k in ("total_bytes", "messages", "by_sender", "by_kind")}
+
+
 def prepare_data(cfg: Config) -> Split:
     """Load the configured data set and split it (deterministic for ``cfg.seed``)."""
     inter = load_interactions(cfg.data, cfg.seed)
@@ -383,6 +396,7 @@ def run_simulation(
             },
             "communication": {
                 "mode": cfg.aggregation.mode,
+                "channel": _channel_totals(aggregator),
                 "upload_bytes_total": upload,
                 "upload_bytes_per_device": upload / participations if participations else 0.0,
                 "mean_cohort": participations / max(len(logs), 1),

@@ -45,6 +45,13 @@ def test_distributed_noise_run_and_realized_ledger(tmp_path, mode):
     assert math.isclose(eps, s["privacy"]["epsilon_spent"], rel_tol=1e-6)
     assert eps >= 4.0 * (1 - 1e-2)  # never credited more noise than planned
     assert 0.0 <= s["metrics"]["recall@20"] <= 1.0
+    channel = s["communication"]["channel"]
+    if mode == "ckks":  # sizes are what crossed the channel: updates are the devices' uploads
+        assert channel["by_kind"]["update"] == s["communication"]["upload_bytes_total"]
+        assert channel["by_sender"]["device"] == channel["by_kind"]["update"]
+        assert "secret" not in str(channel)
+    else:
+        assert channel is None
 
 
 def test_fixed_sampling_refused_under_dp():
