@@ -64,8 +64,9 @@ from ppr.federated import (
     make_server_optimizer,
 )
 from ppr.model.mf import init_item_factors, solve_user_factors
-from ppr.pipeline import hyper_of, prepare_data
+from ppr.pipeline import build_trainer, hyper_of, prepare_data
 from ppr.privacy import plan_privacy
+from ppr.reporting.io import json_safe
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("none", "target", "random", "shrink")
@@ -223,24 +224,10 @@ def train_model(setup: Setup, base: DenseAggregator, rounds: int | None = None):
     plan = plan_privacy(priv, fleet.n_devices, fed.sampling_rate, rounds, False)
     private = plan.noise_multiplier > 0
     agg = CentralNoise(base, plan.noise_multiplier, priv.clip_norm) if private else base
-    server = Server(make_server_optimizer(fed), cfg.model.item_reg)
     key = jax.random.PRNGKey(cfg.seed)
-    q0 = init_item_factors(
-        jax.random.fold_in(key, 1), fleet.n_items, cfg.model.dim, cfg.model.init_scale
-    )
-    trainer = FederatedTrainer(
-        fleet,
-        agg,
-        server,
-        sampling=fed.sampling,
-        sampling_rate=fed.sampling_rate,
-        cohort_size=fed.cohort_size,
-        dropout_rate=fed.dropout_rate,
-        clip_norm=priv.clip_norm,
-        fixed_denominator=fed.sampling_rate * fleet.n_devices if private else None,
-    )
+    trainer, state0 = build_trainer(cfg, fleet, agg, private, key)
     try:
-        state, logs = trainer.fit(server.init(q0), rounds, jax.random.fold_in(key, 2))
+        state, logs = trainer.fit(state0, rounds, jax.random.fold_in(key, 2))
     finally:
         agg.close()
     return np.asarray(state.q), logs, plan.noise_multiplier
@@ -459,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         report["ckks_run"] = ckks_run(plain, "target", args.ckks_rounds)
     report["total_s"] = time.perf_counter() - t0
     if args.json:
-        print(json.dumps(report, indent=1, default=float))
+        print(json.dumps(json_safe(report), indent=1, allow_nan=False))
     else:
         print_tables(report)
     return 0

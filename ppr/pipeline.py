@@ -194,6 +194,30 @@ def _channel_totals(aggregator) -> dict | None:
     return {k: t[k] for k in ("total_bytes", "messages", "by_sender", "by_kind")}
 
 
+def build_trainer(
+    cfg: Config, fleet: DeviceFleet, aggregator, private: bool, key: jax.Array
+) -> tuple[FederatedTrainer, Any]:
+    """The trainer of ``cfg`` around ``aggregator`` and its initial server state (item matrix
+    from ``fold_in(key, 1)``). Under DP the average uses the fixed denominator ``q N``."""
+    fed = cfg.federated
+    server = Server(make_server_optimizer(fed), cfg.model.item_reg)
+    q0 = init_item_factors(
+        jax.random.fold_in(key, 1), fleet.n_items, cfg.model.dim, cfg.model.init_scale
+    )
+    trainer = FederatedTrainer(
+        fleet,
+        aggregator,
+        server,
+        sampling=fed.sampling,
+        sampling_rate=fed.sampling_rate,
+        cohort_size=fed.cohort_size,
+        dropout_rate=fed.dropout_rate,
+        clip_norm=cfg.privacy.clip_norm,
+        fixed_denominator=fed.sampling_rate * fleet.n_devices if private else None,
+    )
+    return trainer, server.init(q0)
+
+
 def prepare_data(cfg: Config) -> Split:
     """Load the configured data set and split it (deterministic for ``cfg.seed``)."""
     inter = load_interactions(cfg.data, cfg.seed)
@@ -269,23 +293,7 @@ def run_simulation(
 
         # -- federated training ----------------------------------------------------------------
         aggregator = _build_aggregator(cfg, plan, train.n_items, fleet.n_devices)
-        server = Server(make_server_optimizer(fed), cfg.model.item_reg)
-        q0 = init_item_factors(
-            jax.random.fold_in(key, 1), train.n_items, cfg.model.dim, cfg.model.init_scale
-        )
-        state = server.init(q0)
-        denom = fed.sampling_rate * fleet.n_devices if private else None
-        trainer = FederatedTrainer(
-            fleet,
-            aggregator,
-            server,
-            sampling=fed.sampling,
-            sampling_rate=fed.sampling_rate,
-            cohort_size=fed.cohort_size,
-            dropout_rate=fed.dropout_rate,
-            clip_norm=priv.clip_norm,
-            fixed_denominator=denom,
-        )
+        trainer, state = build_trainer(cfg, fleet, aggregator, private, key)
         lines: list[str] = []
         done: list[RoundLog] = []
         start = 0

@@ -10,7 +10,6 @@ skip (CI checks that the files are present).
 from __future__ import annotations
 
 import math
-import os
 import tomllib
 from pathlib import Path
 
@@ -27,12 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    data = Path(os.environ.get("PPR_DATA_DIR", "../shared/datasets"))
-    data = data if data.is_absolute() else ROOT / data
-    if not (data / "ml-100k" / "u.data").is_file():
-        pytest.fail(f"MovieLens 100K not found at {data / 'ml-100k'}: set PPR_DATA_DIR")
-    os.environ["PPR_DATA_DIR"] = str(data)
+def sweep(ml100k_dir, tmp_path_factory):
     cfg = load_config(
         ROOT / FLOORS["config"],
         {
@@ -44,8 +38,7 @@ def sweep(tmp_path_factory):
             "sweep.grid": {},
         },
     )
-    out = tmp_path_factory.mktemp("sweep")
-    return run_sweep(cfg, out, workers=1, plot=False)
+    return run_sweep(cfg, tmp_path_factory.mktemp("sweep"), workers=1, plot=False)
 
 
 def _eps(point: dict) -> str:

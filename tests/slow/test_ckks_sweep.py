@@ -9,7 +9,6 @@ recall@20 must agree within 0.002 at every point.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,11 +21,6 @@ pytestmark = pytest.mark.slow
 
 
 def _sweep(mode: str, out: Path):
-    data = Path(os.environ.get("PPR_DATA_DIR", "../shared/datasets"))
-    data = data if data.is_absolute() else ROOT / data
-    if not (data / "ml-100k" / "u.data").is_file():
-        pytest.fail(f"MovieLens 100K not found at {data / 'ml-100k'}: set PPR_DATA_DIR")
-    os.environ["PPR_DATA_DIR"] = str(data)
     cfg = load_config(
         ROOT / "configs" / "sweep_ml100k.toml",
         {
@@ -43,7 +37,7 @@ def _sweep(mode: str, out: Path):
     return run_sweep(cfg, out, workers=1, plot=False)
 
 
-def test_ckks_sweep_matches_plaintext(tmp_path):
+def test_ckks_sweep_matches_plaintext(ml100k_dir, tmp_path):
     plain = _sweep("plaintext", tmp_path / "plain")
     ckks = _sweep("ckks", tmp_path / "ckks")
     by_eps = {str(p["epsilon"]): p for p in plain.points}

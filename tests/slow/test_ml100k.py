@@ -3,7 +3,6 @@ relative to the repo root); a missing data set is a failure, not a skip."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    d = Path(os.environ.get("PPR_DATA_DIR", "../shared/datasets"))
-    d = d if d.is_absolute() else ROOT / d
-    if not (d / "ml-100k").is_dir():
-        pytest.fail(f"MovieLens-100K not found at {d / 'ml-100k'}: set PPR_DATA_DIR")
-    os.environ["PPR_DATA_DIR"] = str(d)  # configs/ml100k.toml reads $PPR_DATA_DIR/ml-100k
-    return d
-
-
-def test_ml100k_federated_recall(data_dir):
+def test_ml100k_federated_recall(ml100k_dir):
     cfg = load_config(ROOT / "configs" / "ml100k.toml", {"baselines.centralized": False})
     res = run_simulation(cfg, write=False)
     recall = res.summary["metrics"]["recall@20"]
@@ -33,7 +22,7 @@ def test_ml100k_federated_recall(data_dir):
     assert recall >= 0.34, recall
 
 
-def test_ml100k_ckks_equals_plaintext(data_dir):
+def test_ml100k_ckks_equals_plaintext(ml100k_dir):
     over = {
         "federated.rounds": 2,
         "federated.sampling_rate": 0.3,
