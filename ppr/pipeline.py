@@ -353,7 +353,7 @@ def run_simulation(
         metrics = _evaluate_mf(q, train, target, hyper, k, prior, priv.popularity_blend)
         baselines: dict[str, dict] = {}
         if cfg.baselines.popularity:
-            pop = popularity_scores(train)
+            pop = popularity_scores(train, fleet.population)  # what training devices hold
             baselines["popularity"] = _metrics(
                 evaluate_scores(
                     lambda b: np.broadcast_to(pop, (len(b), pop.size)), train, target, k

@@ -17,9 +17,14 @@ from ppr.data.split import UserItems
 from ppr.model.mf import MFHyper, init_item_factors, solve_user_factors
 
 
-def popularity_scores(train: UserItems) -> np.ndarray:
-    """Number of training users holding each item, as float32 scores (length ``n_items``)."""
-    _, items = train.to_pairs()
+def popularity_scores(train: UserItems, users: np.ndarray | None = None) -> np.ndarray:
+    """Number of users (all, or only ``users``: the training devices) holding each item, as
+    float32 scores (length ``n_items``)."""
+    holders, items = train.to_pairs()
+    if users is not None:
+        keep = np.zeros(train.n_users, dtype=bool)
+        keep[np.asarray(users)] = True
+        items = items[keep[holders]]
     return np.bincount(items, minlength=train.n_items).astype(np.float32)
 
 

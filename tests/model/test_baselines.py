@@ -50,3 +50,12 @@ def test_centralized_als_beats_popularity_and_is_deterministic():
     )
     assert als.recall > popm.recall + 0.03, (als.recall, popm.recall)
     assert als.ndcg > popm.ndcg
+
+
+def test_popularity_counts_only_the_given_users():
+    from ppr.data.split import UserItems
+    from ppr.model.baselines import popularity_scores
+
+    items = UserItems.from_pairs(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 1, 2]), 3, 4)
+    assert popularity_scores(items).tolist() == [1, 3, 1, 0]
+    assert popularity_scores(items, np.array([0, 2])).tolist() == [1, 2, 1, 0]
