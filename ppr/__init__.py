@@ -1,10 +1,11 @@
 """ppr: privacy-preserving recommender toolkit.
 
 Subpackages, one concern each: ``data`` (loaders, synthetic generator, splits), ``model``
-(implicit matrix factorization), ``federated`` (devices, cohorts, rounds), ``crypto`` (CKKS secure
-aggregation),
-``privacy`` (clipping, noise, accounting), ``serving`` (on-device recommendation), ``evaluation``
-(ranking metrics) and ``reporting`` (tables, files, plots).
+(implicit matrix factorization, baselines), ``federated`` (devices, cohorts, aggregation
+strategies, server, trainer), ``crypto`` (CKKS secure aggregation), ``privacy`` (clipping, noise,
+accounting), ``evaluation`` (ranking metrics) and ``reporting`` (sweeps, tables, files, plots).
+One entry point per pipeline: :func:`ppr.pipeline.run_simulation`; run directories:
+:mod:`ppr.runs`. On-device serving (``serving``) is not built yet.
 """
 
 __version__ = "0.1.0"
