@@ -47,7 +47,6 @@ from ppr.crypto import (
     KeyHolder,
     PlaintextAggregation,
     decode_frame,
-    default_params,
     encode_frame,
     pack,
 )
@@ -64,7 +63,7 @@ from ppr.federated import (
     make_server_optimizer,
 )
 from ppr.model.mf import init_item_factors, solve_user_factors
-from ppr.pipeline import build_trainer, hyper_of, prepare_data
+from ppr.pipeline import build_trainer, hyper_of, prepare_data, secure_aggregation
 from ppr.privacy import plan_privacy
 from ppr.reporting.io import json_safe
 
@@ -298,13 +297,9 @@ def ckks_run(setup: Setup, kind: str, rounds: int) -> dict:
     n, dim, clip = setup.fleet.n_items, cfg.model.dim, cfg.privacy.clip_norm
     atk = Attack(kind, setup.attacker, setup.target_item, 1.0, seed=cfg.seed)
     t0 = time.perf_counter()
-    secure = CkksSecureAggregation(
-        n * dim,
-        params=default_params(cfg.aggregation.poly_modulus_degree),
-        workers=cfg.aggregation.workers,
-        value_bound=clip,
-        l2_clip=clip,
-    )
+    fed = cfg.federated
+    plan = plan_privacy(cfg.privacy, setup.fleet.n_devices, fed.sampling_rate, rounds, False)
+    secure = secure_aggregation(cfg, plan, n, setup.fleet.n_devices)
     q_c, logs, _ = train_model(setup, PoisoningAggregator(secure, n, dim, atk), rounds)
     secs = time.perf_counter() - t0
     q_p, _, _ = train_model(

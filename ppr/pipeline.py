@@ -149,35 +149,50 @@ def _evaluate_mf(
     return evaluate_scores(score, train, target, k, users=users)
 
 
+def _noise_floor(cfg: Config, plan: PrivacyPlan, n_devices: int) -> int:
+    """``n_min`` of distributed noise (1 otherwise): see :func:`ppr.privacy.min_cohort_size`."""
+    if plan.noise_multiplier > 0 and cfg.privacy.noise == "distributed":
+        rate = cfg.federated.sampling_rate * (1.0 - cfg.federated.dropout_rate)
+        return min_cohort_size(n_devices, rate)
+    return 1
+
+
+def secure_aggregation(
+    cfg: Config, plan: PrivacyPlan, n_items: int, n_devices: int
+) -> CkksSecureAggregation:
+    """The CKKS aggregation of ``cfg``, bounded by what an honest device may send: ``|x_i| <=
+    bound`` per coordinate and ``||x|| <= l2`` (the clip norm, plus the noise share's range under
+    distributed noise)."""
+    dim, priv = cfg.model.dim, cfg.privacy
+    bound = l2 = priv.clip_norm
+    if plan.noise_multiplier > 0 and priv.noise == "distributed":
+        # a N(0, s^2) share: |z_i| < 8 s and ||z|| < s (sqrt(d) + 8), each w.p. > 1 - 1e-14
+        share = (
+            plan.noise_multiplier * priv.clip_norm / math.sqrt(_noise_floor(cfg, plan, n_devices))
+        )
+        bound = priv.clip_norm + NOISE_SHARE_RANGE * share
+        l2 = priv.clip_norm + share * (math.sqrt(n_items * dim) + NOISE_SHARE_RANGE)
+    return CkksSecureAggregation(
+        n_items * dim,
+        params=default_params(cfg.aggregation.poly_modulus_degree),
+        workers=cfg.aggregation.workers,
+        value_bound=bound,
+        l2_clip=l2,
+    )
+
+
 def _build_aggregator(cfg: Config, plan: PrivacyPlan, n_items: int, n_devices: int):
     dim, priv = cfg.model.dim, cfg.privacy
-    private = plan.noise_multiplier > 0
-    n_min = 1
-    if private and priv.noise == "distributed":
-        rate = cfg.federated.sampling_rate * (1.0 - cfg.federated.dropout_rate)
-        n_min = min_cohort_size(n_devices, rate)
     if cfg.aggregation.mode == "ckks":
-        # what an honest device may send: |x_i| <= bound per coordinate, ||x|| <= l2
-        bound = l2 = priv.clip_norm
-        if private and priv.noise == "distributed":
-            # a N(0, s^2) share: |z_i| < 8 s and ||z|| < s (sqrt(d) + 8), each w.p. > 1 - 1e-14
-            share = plan.noise_multiplier * priv.clip_norm / math.sqrt(n_min)
-            bound = priv.clip_norm + NOISE_SHARE_RANGE * share
-            l2 = priv.clip_norm + share * (math.sqrt(n_items * dim) + NOISE_SHARE_RANGE)
-        secure = CkksSecureAggregation(
-            n_items * dim,
-            params=default_params(cfg.aggregation.poly_modulus_degree),
-            workers=cfg.aggregation.workers,
-            value_bound=bound,
-            l2_clip=l2,
-        )
+        secure = secure_aggregation(cfg, plan, n_items, n_devices)
         base = DenseAggregator(secure, n_items, dim)
     else:
         base = StructuredAggregator(n_items, dim)
-    if not private:
+    if plan.noise_multiplier == 0:
         return base
     if priv.noise == "central":
         return CentralNoise(base, plan.noise_multiplier, priv.clip_norm)
+    n_min = _noise_floor(cfg, plan, n_devices)
     return DistributedNoise(base, plan.noise_multiplier, priv.clip_norm, n_min)
 
 
