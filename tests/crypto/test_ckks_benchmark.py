@@ -41,7 +41,9 @@ def test_quick_benchmark_json():
         # Sizes are deterministic: our frame vs float32, and TenSEAL's usual parameters.
         assert 7.0 < s["expansion"] <= 8.0
         assert s["tenseal_usual"]["expansion"] > 2 * s["expansion"]
-        assert s["upload_bytes"] >= s["bare_ciphertext_bytes"]
+        # Our frame is the same ciphertexts plus a small header; zstd makes each ciphertext's
+        # size vary by a few bytes from one encryption to the next, so compare within 0.1 %.
+        assert math.isclose(s["upload_bytes"], s["bare_ciphertext_bytes"], rel_tol=1e-3)
 
     pool, rnd = res["pool"], res["round"]
     for key in ("speedup", "best_of_speedup", "machine_ceiling_speedup", "one_worker_s"):
