@@ -35,7 +35,7 @@ import pandas as pd
 
 from ppr.config import SyntheticConfig
 from ppr.data.interactions import Interactions
-from ppr.data.loaders import AGE_BANDS, OCCUPATIONS
+from ppr.data.movielens import AGE_BANDS, OCCUPATIONS
 from ppr.errors import ConfigError, DataError
 
 PREFERENCE_WEIGHT = 2.5  # beta: weight of preference against popularity in item choice

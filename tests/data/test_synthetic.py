@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from ppr.config import DataConfig, SyntheticConfig
-from ppr.data.loaders import AGE_BANDS, OCCUPATIONS, load_interactions
+from ppr.data.loaders import load_interactions
+from ppr.data.movielens import AGE_BANDS, OCCUPATIONS
 from ppr.data.synthetic import (
     SPAN_SECONDS,
     START_TIME,

@@ -28,7 +28,7 @@ from ppr.reporting import (
 )
 from ppr.reporting.io import atomic_write
 from ppr.reporting.plots import plot_recall_vs_epsilon
-from ppr.reporting.sweep import POINT_FILE, _worker_env
+from ppr.reporting.runner import POINT_FILE, _worker_env
 
 TINY = [
     "data.synthetic.n_users=60",
