@@ -11,6 +11,7 @@ summary as one JSON object on stdout and nothing else there.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -114,7 +115,7 @@ def simulate(
     except KeyboardInterrupt as exc:
         _stop(bar)
         notes = "; ".join(getattr(exc, "__notes__", []))
-        err.print(f"interrupted{': ' + notes if notes else ''}", highlight=False)
+        sys.stderr.write(f"interrupted{': ' + notes if notes else ''}\n")  # one line, unwrapped
         raise typer.Exit(code=130) from None
     finally:
         _stop(bar)

@@ -13,6 +13,7 @@ config (outside ``[sweep]``) is refused. Progress goes to stderr; ``--json`` pri
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -97,6 +98,16 @@ def sweep(
         result = run_sweep(cfg, out_dir, workers=workers, resume=resume, progress=progress,
                            plot=not no_plot)  # fmt: skip
         bar.update(rounds_task, visible=False)
+    except KeyboardInterrupt:
+        if started:
+            bar.stop()
+            started.clear()
+        # One line, unwrapped: finished points are on disk (each written atomically).
+        sys.stderr.write(
+            f"interrupted: finished points are kept in {out_dir}; the same command with "
+            f"--out {out_dir} --resume runs only the missing ones\n"
+        )
+        raise typer.Exit(code=130) from None
     finally:
         if started:
             bar.stop()

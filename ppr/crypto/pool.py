@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 from collections import deque
@@ -76,7 +77,11 @@ def _encrypt_one(
 
 
 def _worker_main(conn: Connection, public_context: bytes, spec: AggregationSpec) -> None:
-    """Worker process: build the encryptor, say ready, then encrypt one task at a time."""
+    """Worker process: build the encryptor, say ready, then encrypt one task at a time.
+
+    Ctrl-C (SIGINT to the whole process group) is the parent's to handle: it stops the workers.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     encryptor = DeviceEncryptor(public_context, spec)
     conn.send(_READY)
     while True:
@@ -105,7 +110,14 @@ class _Worker:
         self.process = ctx.Process(
             target=_worker_main, args=(child_end, public_context, spec), daemon=True
         )
-        self.process.start()
+        # The child starts with SIGINT blocked (the mask survives fork and exec), so a Ctrl-C
+        # while it is still importing cannot kill it with a traceback; the parent's own SIGINT
+        # is only deferred until the mask is restored.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()  # the child now holds the only other end: its death is EOF here
         self.conn: Connection = parent_end  # used by the I/O thread only
         self.ready = False
