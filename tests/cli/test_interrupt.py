@@ -41,7 +41,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-PPR = [sys.executable, "-c", "from cli.main import app; app()"]
+# SIGINT handled as in a terminal even if this test runs with SIGINT ignored (a background job
+# inherits it ignored): the command itself restores Python's handler before anything else.
+PPR = [
+    sys.executable,
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from cli.main import app; app()",
+]
 ROOT = Path(__file__).resolve().parents[2]
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
@@ -55,8 +62,7 @@ def _interrupt(argv: list[str], n_workers: int, after: float) -> tuple[int, str,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # A terminal's foreground job: SIGINT handled (not inherited as ignored), own group.
-        preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), os.setpgrp()),
+        process_group=0,  # its own group, like a terminal's foreground job
     )
     try:
         deadline = time.monotonic() + 120
