@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 
@@ -72,21 +75,43 @@ def _check_inputs(
         raise ValueError(f"`device_ids` must be integers. Found dtype {ids.dtype}.")
     if np.unique(ids).size != ids.size:
         raise ValueError("`device_ids` must be unique within a round.")
-    z = None
-    if noise is not None:
-        z = np.asarray(noise, dtype=np.float64).reshape(-1)
-        if z.shape != (n_values,) or not np.all(np.isfinite(z)):
-            raise ValueError(f"`noise` must be a finite vector of length {n_values}.")
-    return u, ids, z
+    return u, ids, _check_noise(noise, n_values)
 
 
-class PlaintextAggregation:
-    """Same contract as :class:`CkksSecureAggregation`; updates travel as float32 bytes and are
-    summed in float64 (so a float32 input gives exactly the float64 sum of its rows)."""
+def _check_noise(noise: np.ndarray | None, n_values: int) -> np.ndarray | None:
+    if noise is None:
+        return None
+    z = np.asarray(noise, dtype=np.float64).reshape(-1)
+    if z.shape != (n_values,) or not np.all(np.isfinite(z)):
+        raise ValueError(f"`noise` must be a finite vector of length {n_values}.")
+    return z
 
-    def __init__(self, update_size: int, value_bound: float = 1.0) -> None:
-        self.spec = AggregationSpec(update_size, value_bound)
-        self.channel = Channel()
+
+def _device_rows(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]], n_values: int, n_devices: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(device id, row)`` from ``(ids, rows)`` chunks, each chunk checked as :func:`_check_inputs`
+    checks a whole round; ids unique across all chunks, at most ``n_devices`` rows."""
+    seen: set[int] = set()
+    for ids, rows in chunks:
+        u, ids_ok, _ = _check_inputs(rows, ids, None, n_values)
+        for dev, row in zip(ids_ok, u, strict=True):
+            d = int(dev)
+            if d in seen:
+                raise ValueError("`device_ids` must be unique within a round.")
+            if len(seen) == n_devices:
+                raise ValueError(f"the round's stream has more than {n_devices} rows.")
+            seen.add(d)
+            yield d, row
+
+
+class _RoundAggregation(ABC):
+    """What both aggregations share: a whole round given as one array is a stream of one chunk.
+
+    Subclasses implement ``aggregate_stream(chunks, n_devices, round_idx, noise)`` and ``close``.
+    """
+
+    spec: AggregationSpec
 
     def aggregate(
         self,
@@ -95,33 +120,82 @@ class PlaintextAggregation:
         round_idx: int,
         noise: np.ndarray | None = None,
     ) -> AggregationResult:
-        """Sum the rows of ``updates`` (plus ``noise``); bad rows are rejected, not raised."""
+        """Sum the rows of ``updates`` (each ``|x| <= value_bound``) plus ``noise``; bad rows are
+        rejected and logged, not raised; wrong-shaped arrays raise ``ValueError``."""
         u, ids, z = _check_inputs(updates, device_ids, noise, self.spec.n_values)
-        messages: dict[int, bytes | None] = {}
+        return self.aggregate_stream([(ids, u)], len(ids), round_idx, z)
+
+    @abstractmethod
+    def aggregate_stream(
+        self,
+        chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+        n_devices: int,
+        round_idx: int,
+        noise: np.ndarray | None = None,
+    ) -> AggregationResult:
+        """One round over ``(device ids, rows)`` chunks, consumed one at a time."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: only CKKS holds workers
+        """Release what the aggregation holds (idempotent)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PlaintextAggregation(_RoundAggregation):
+    """Same contract as :class:`CkksSecureAggregation`; updates travel as float32 bytes and are
+    summed in float64 (so a float32 input gives exactly the float64 sum of its rows)."""
+
+    def __init__(self, update_size: int, value_bound: float = 1.0) -> None:
+        self.spec = AggregationSpec(update_size, value_bound)
+        self.channel = Channel()
+
+    def aggregate_stream(
+        self,
+        chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+        n_devices: int,
+        round_idx: int,
+        noise: np.ndarray | None = None,
+    ) -> AggregationResult:
+        """As :meth:`aggregate`, over ``(device ids, rows)`` chunks consumed one at a time (the
+        round's ``n_devices`` rows are never all in memory)."""
+        z = _check_noise(noise, self.spec.n_values)
         refused: dict[int, str] = {}
-        for dev, row in zip(ids, u, strict=True):
-            try:
-                messages[int(dev)] = check_update(row, self.spec).astype("<f4").tobytes()
-            except UpdateRejected as exc:
-                refused[int(dev)] = f"device refused its update: {exc}"
-        result = self.aggregate_messages(messages, round_idx, z)
+
+        def messages() -> Iterator[tuple[int, bytes | None]]:
+            for dev, row in _device_rows(chunks, self.spec.n_values, n_devices):
+                try:
+                    yield dev, check_update(row, self.spec).astype("<f4").tobytes()
+                except UpdateRejected as exc:
+                    refused[dev] = f"device refused its update: {exc}"
+
+        result = self.aggregate_messages(messages(), round_idx, z)
         for dev, reason in refused.items():
             logger.warning("round %d: rejected device %d: %s", round_idx, dev, reason)
         result.rejected.update(refused)
         return result
 
     def aggregate_messages(
-        self, messages: dict[int, bytes | None], round_idx: int, noise: np.ndarray | None = None
+        self,
+        messages: Mapping[int, bytes | None] | Iterable[tuple[int, bytes | None]],
+        round_idx: int,
+        noise: np.ndarray | None = None,
     ) -> AggregationResult:
-        """Aggregate raw device payloads (float32 little-endian bytes; ``None`` = dropout)."""
+        """Aggregate raw device payloads (float32 little-endian bytes; ``None`` = dropout), given
+        as a mapping or as ``(device id, payload)`` pairs."""
         t0 = time.perf_counter()
+        pairs = messages.items() if isinstance(messages, Mapping) else messages
+        z = _check_noise(noise, self.spec.n_values)
         n = self.spec.n_values
         total = np.zeros(n, dtype=np.float64)
         rejected: dict[int, str] = {}
         dropped: list[int] = []
         n_ok = 0
         upload = 0
-        for dev, payload in messages.items():
+        for dev, payload in pairs:
             if payload is None:
                 dropped.append(int(dev))
                 continue
@@ -137,10 +211,7 @@ class PlaintextAggregation:
             except (UpdateRejected, TypeError) as exc:
                 rejected[int(dev)] = str(exc)
                 logger.warning("round %d: rejected device %d: %s", round_idx, int(dev), exc)
-        if noise is not None:
-            z = np.asarray(noise, dtype=np.float64).reshape(-1)
-            if z.shape != (n,) or not np.all(np.isfinite(z)):
-                raise ValueError(f"`noise` must be a finite vector of length {n}.")
+        if z is not None:
             total += z
         out = self.channel.send(AGGREGATOR, SERVER, KIND_RESULT, total.tobytes(), round_idx)
         total = np.frombuffer(out, dtype=np.float64).copy()
@@ -148,17 +219,8 @@ class PlaintextAggregation:
             total, n_ok, rejected, upload, dropped, {"total_s": time.perf_counter() - t0}
         )
 
-    def close(self) -> None:
-        """Nothing to release (for interface parity)."""
 
-    def __enter__(self) -> PlaintextAggregation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class CkksSecureAggregation:
+class CkksSecureAggregation(_RoundAggregation):
     """Orchestrates KeyHolder, Aggregator, devices and Channel for whole rounds.
 
     ``seed`` is accepted for interface parity with the plaintext path and ignored: encryption
@@ -220,23 +282,30 @@ class CkksSecureAggregation:
                 f"overflow the CKKS capacity {cap:g}; use a smaller scale or a larger data prime."
             )
 
-    def aggregate(
+    def aggregate_stream(
         self,
-        updates: np.ndarray,
-        device_ids: np.ndarray,
+        chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+        n_devices: int,
         round_idx: int,
         noise: np.ndarray | None = None,
     ) -> AggregationResult:
-        """Run one round over the rows of ``updates`` (each ``|x| <= value_bound``)."""
+        """As :meth:`aggregate`, over ``(device ids, rows)`` chunks that are consumed as the
+        encryption workers take them, so at most a chunk plus one row per worker is in memory.
+        ``n_devices`` (the round's row count) bounds the sum for the overflow check up front; a
+        stream with more rows raises ``ValueError``."""
         t0 = time.perf_counter()
-        u, ids, z = _check_inputs(updates, device_ids, noise, self.spec.n_values)
-        self._check_round(round_idx, u.shape[0], z)
-        id_list = [int(d) for d in ids]
-        self._distribute_context(id_list, round_idx)
+        z = _check_noise(noise, self.spec.n_values)
+        self._check_round(round_idx, int(n_devices), z)
         self.aggregator.start_round(round_idx)
+
+        def rows() -> Iterator[tuple[int, np.ndarray]]:
+            for dev, row in _device_rows(chunks, self.spec.n_values, n_devices):
+                self._distribute_context([dev], round_idx)
+                yield dev, row
+
         upload = 0
         t_agg = 0.0
-        for out in self._pool.encrypt_many(u, ids, round_idx):
+        for out in self._pool.encrypt_stream(rows(), round_idx):
             if out.payload is None:
                 self._record_failed_device(out.device_id, out.reason or "", out.dropped, round_idx)
                 continue
@@ -266,11 +335,7 @@ class CkksSecureAggregation:
         """Aggregate raw device payloads (a frame, a list of serialized chunks, or ``None`` for
         a dropout). Bad payloads are rejected with a logged reason; the round always completes."""
         t0 = time.perf_counter()
-        z = None
-        if noise is not None:
-            z = np.asarray(noise, dtype=np.float64).reshape(-1)
-            if z.shape != (self.spec.n_values,) or not np.all(np.isfinite(z)):
-                raise ValueError(f"`noise` must be a finite vector of length {self.spec.n_values}.")
+        z = _check_noise(noise, self.spec.n_values)
         self._check_round(round_idx, len(messages), z)
         self.aggregator.start_round(round_idx)
         upload = 0
@@ -335,9 +400,3 @@ class CkksSecureAggregation:
     def close(self) -> None:
         """Stop the encryption workers (idempotent)."""
         self._pool.close()
-
-    def __enter__(self) -> CkksSecureAggregation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

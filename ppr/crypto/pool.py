@@ -34,7 +34,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
@@ -123,7 +123,7 @@ class _Worker:
         self.ready = False
         self.retired = False
         self.device: int | None = None
-        self.task_idx = -1  # position of the held device in the round's list
+        self.row: np.ndarray | None = None  # the held device's update (kept for a retry)
         self.since = time.monotonic()  # start, or when the current task was handed over
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._io = threading.Thread(
@@ -146,8 +146,8 @@ class _Worker:
         finally:
             conn.close()
 
-    def assign(self, task_idx: int, device_id: int, row: np.ndarray, round_idx: int) -> None:
-        self.task_idx, self.device = task_idx, device_id
+    def assign(self, device_id: int, row: np.ndarray, round_idx: int) -> None:
+        self.device, self.row = device_id, row
         self.since = time.monotonic()
         self._tasks.put((device_id, row, round_idx))
 
@@ -226,35 +226,56 @@ class EncryptionPool:
     def encrypt_many(
         self, updates: np.ndarray, device_ids: np.ndarray, round_idx: int
     ) -> Iterator[Outcome]:
-        """Yield one outcome per device, in completion order (one update in flight per worker,
-        so memory stays bounded however large the cohort)."""
+        """Yield one outcome per row of ``updates``, in completion order."""
+        if len(device_ids) != len(updates):
+            raise ValueError(f"{len(device_ids)} device ids for {len(updates)} updates.")
+        pairs = ((int(d), row) for d, row in zip(device_ids, updates, strict=True))
+        return self.encrypt_stream(pairs, round_idx)
+
+    def encrypt_stream(
+        self, rows: Iterable[tuple[int, np.ndarray]], round_idx: int
+    ) -> Iterator[Outcome]:
+        """Yield one outcome per ``(device id, row)``, in completion order. ``rows`` is pulled
+        only as workers free up (one update in flight per worker), so memory stays bounded
+        however large the cohort."""
         if self._local is not None:
-            for dev, row in zip(device_ids, updates, strict=True):
-                yield _encrypt_one(self._local, int(dev), row, round_idx)
-            return
-        yield from self._encrypt_parallel(updates, device_ids, round_idx)
+            return (_encrypt_one(self._local, int(d), row, round_idx) for d, row in rows)
+        return self._encrypt_parallel(iter(rows), round_idx)
 
     def _encrypt_parallel(
-        self, updates: np.ndarray, device_ids: np.ndarray, round_idx: int
+        self, rows: Iterator[tuple[int, np.ndarray]], round_idx: int
     ) -> Iterator[Outcome]:
-        ids = [int(d) for d in device_ids]
-        if len(ids) != len(updates):
-            raise ValueError(f"{len(ids)} device ids for {len(updates)} updates.")
         self._fill()
-        todo = deque(range(len(ids)))  # positions not yet handed to a worker
-        replacements = 0
+        retry: deque[tuple[int, np.ndarray]] = deque()  # handed to a worker that was dead
+        exhausted, replacements = False, 0
+
+        def next_row() -> tuple[int, np.ndarray] | None:
+            nonlocal exhausted
+            if retry:
+                return retry.popleft()
+            if exhausted:
+                return None
+            nxt = next(rows, None)
+            exhausted = nxt is None
+            return nxt
+
         try:
             while True:
                 for w in self._pool:
-                    if w.ready and w.device is None and todo:
-                        i = todo.popleft()
-                        w.assign(i, ids[i], updates[i], round_idx)
-                if not todo and all(w.device is None for w in self._pool):
+                    if w.ready and w.device is None:
+                        nxt = next_row()
+                        if nxt is None:
+                            break
+                        w.assign(nxt[0], nxt[1], round_idx)
+                if exhausted and not retry and all(w.device is None for w in self._pool):
                     break
                 if replacements > self.workers:  # systemic failure: stop starting processes
-                    yield from self._drop_rest([ids[i] for i in todo], WORKER_CRASHED)
+                    yield from self._drop_rest(next_row, WORKER_CRASHED)
                     break
                 waiting = [w for w in self._pool if w.device is not None or not w.ready]
+                if not waiting:  # every worker died idle: start new ones
+                    self._fill()
+                    continue
                 deadline = min(w.since for w in waiting) + self.stall_timeout_s
                 got = self._next_answer(deadline)
                 if got is None:  # somebody is past the deadline: hung, kill and replace
@@ -266,8 +287,9 @@ class EncryptionPool:
                             self._retire(w)
                             replacements += 1
                 elif got[1] == _UNSENT:  # dead before it took the task: retry elsewhere
-                    todo.appendleft(got[0].task_idx)
-                    self._retire(got[0])
+                    w = got[0]
+                    retry.append((w.device, w.row))
+                    self._retire(w)
                     replacements += 1
                 elif got[1] == _DEAD:  # died, maybe half-way through writing its answer
                     w = got[0]
@@ -278,7 +300,7 @@ class EncryptionPool:
                 elif got[1] == _READY:
                     got[0].ready = True
                 else:
-                    got[0].device = None
+                    got[0].device, got[0].row = None, None
                     yield got[1]
                 if replacements <= self.workers:
                     self._fill()
@@ -292,13 +314,15 @@ class EncryptionPool:
         worker.kill()
         self._pool.remove(worker)
 
-    def _drop_rest(self, rest: list[int], reason: str) -> Iterator[Outcome]:
+    def _drop_rest(
+        self, next_row: Callable[[], tuple[int, np.ndarray] | None], reason: str
+    ) -> Iterator[Outcome]:
         for w in list(self._pool):
             if w.device is not None:
                 yield Outcome(w.device, None, reason, dropped=True)
                 self._retire(w)
-        for dev in rest:
-            yield Outcome(dev, None, reason, dropped=True)
+        while (nxt := next_row()) is not None:
+            yield Outcome(nxt[0], None, reason, dropped=True)
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""

@@ -27,10 +27,12 @@ DP noise wraps a strategy instead of being a flag inside it:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ppr.federated.devices import DeviceRound
@@ -114,29 +116,38 @@ class DenseAggregator:
 
     ``secure`` is a ``CkksSecureAggregation`` or ``PlaintextAggregation`` whose ``value_bound``
     covers every coordinate a device may send (the clip norm, plus the noise share's range under
-    distributed DP). The cohort's dense updates are materialized together (float32,
-    ``n_devices * n_items * dim * 4`` bytes: 215 MB for 1,000 devices at the ML-100K size).
+    distributed DP). The cohort's dense updates are streamed to it ``chunk`` devices at a time
+    (float32, ``chunk * n_items * dim * 4`` bytes in memory: 14 MB at the ML-100K size for the
+    default 64), never materialized for the whole cohort.
+
+    Distributed DP: device ``u``'s share is drawn from ``fold_in(key, u)``, so it does not depend
+    on how the cohort is bucketed or chunked.
     """
 
-    def __init__(self, secure, n_items: int, dim: int, chunk: int = 256) -> None:
+    def __init__(self, secure, n_items: int, dim: int, chunk: int = 64) -> None:
+        if int(chunk) < 1:
+            raise ValueError(f"`chunk` must be at least 1. Found {chunk}.")
         self.secure = secure
         self.n_items, self.dim = int(n_items), int(dim)
+        self.chunk = int(chunk)
+
+    def _chunks(
+        self, devices: DeviceRound, key: jax.Array, share_std: float
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(device ids, float32 rows)`` as the devices send them: clipped update plus share."""
+        for ids, rows in devices.dense_chunks(self.chunk):
+            if share_std > 0:
+                rows = rows + np.asarray(_device_shares(key, ids, rows.shape[1], share_std))
+            yield ids, rows.astype(np.float32)
 
     def _rows(
         self, devices: DeviceRound, key: jax.Array, share_std: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        rows, ids = [], []
-        for b_idx, batch in enumerate(devices.batches):
-            valid = np.flatnonzero(batch.valid > 0)
-            dense = devices.dense(b_idx)
-            if share_std > 0:
-                k = jax.random.fold_in(key, b_idx)
-                dense = dense + np.asarray(gaussian_noise(k, dense.shape, share_std))
-            rows.append(dense.astype(np.float32))
-            ids.append(batch.users[valid])
-        if not rows:
+        """The whole cohort's rows at once (for callers that must see them together)."""
+        parts = list(self._chunks(devices, key, share_std))
+        if not parts:
             return np.zeros((0, self.n_items * self.dim), np.float32), np.zeros(0, np.int64)
-        return np.concatenate(rows), np.concatenate(ids)
+        return np.concatenate([r for _, r in parts]), np.concatenate([i for i, _ in parts])
 
     def aggregate(
         self,
@@ -147,9 +158,13 @@ class DenseAggregator:
         noise: np.ndarray | None = None,
         noise_share_std: float = 0.0,
     ) -> RoundAggregate:
-        updates, ids = self._rows(devices, key, noise_share_std)
         flat_noise = None if noise is None else np.asarray(noise, np.float64).reshape(-1)
-        res = self.secure.aggregate(updates, ids, round_idx, noise=flat_noise)
+        res = self.secure.aggregate_stream(
+            self._chunks(devices, key, noise_share_std),
+            int(devices.device_ids.size),
+            round_idx,
+            noise=flat_noise,
+        )
         return RoundAggregate(
             total=res.total.reshape(self.n_items, self.dim),
             n_accepted=res.n_accepted,
@@ -161,6 +176,12 @@ class DenseAggregator:
 
     def close(self) -> None:
         self.secure.close()
+
+
+def _device_shares(key: jax.Array, ids: np.ndarray, size: int, std: float) -> jax.Array:
+    """One ``N(0, std^2)`` share of length ``size`` per device id, from ``fold_in(key, id)``."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(ids, jnp.uint32))
+    return jax.vmap(lambda k: gaussian_noise(k, (size,), std))(keys)
 
 
 class CentralNoise:

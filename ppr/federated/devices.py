@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
@@ -91,6 +92,33 @@ class DeviceRound(NamedTuple):
         batch, upd = self.batches[bucket], self.updates[bucket]
         valid = np.flatnonzero(batch.valid > 0)
         return np.asarray(dense_updates(upd, self.q, batch.items))[valid]
+
+    def dense_chunks(self, chunk: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(device ids, flat clipped updates)`` of the round's devices, at most ``chunk`` at a
+        time, in :attr:`device_ids` order: what the devices send when the sum is formed by
+        encryption. Memory is bounded by ``chunk`` rows whatever the cohort; every chunk of a
+        bucket has the same shape (the last one overlaps the one before it and yields only its
+        new rows), so a bucket compiles once.
+        """
+        if int(chunk) < 1:
+            raise ValueError(f"`chunk` must be at least 1. Found {chunk}.")
+        for batch, upd in zip(self.batches, self.updates, strict=True):
+            n = batch.users.shape[0]
+            step = min(int(chunk), n)
+            for lo in range(0, n, step):
+                start = min(lo, n - step)
+                part = slice(start, start + step)
+                fresh = (np.arange(start, start + step) >= lo) & (batch.valid[part] > 0)
+                if not fresh.any():
+                    continue
+                sub = upd._replace(
+                    factors=upd.factors[part],
+                    p=upd.p[part],
+                    obs=upd.obs[part],
+                    v=None if upd.v is None else upd.v[part],
+                )
+                rows = np.asarray(dense_updates(sub, self.q, batch.items[part]))
+                yield batch.users[part][fresh], rows[fresh]
 
     def norms(self) -> np.ndarray:
         """Update norms before clipping, one per device (in :attr:`device_ids` order)."""

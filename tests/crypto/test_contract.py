@@ -105,3 +105,39 @@ def test_none_message_is_a_dropout(aggregator, round_idx):
     res = aggregator.aggregate_messages({4: None}, round_idx)
     assert res.dropped == [4] and res.n_accepted == 0
     np.testing.assert_allclose(res.total, 0.0, atol=_tol(aggregator, 0))
+
+
+def test_a_streamed_round_equals_the_same_rows_at_once(aggregator, round_idx):
+    """``aggregate_stream`` over chunks (one consumed at a time) gives ``aggregate``'s sum."""
+    u = clipped_updates(np.random.default_rng(5), 7, SMALL_SIZE, clip=VALUE_BOUND)
+    ids = np.arange(20, 27)
+    pulled: list[int] = []
+
+    def chunks():
+        for lo in range(0, 7, 3):  # 3 + 3 + 1 rows
+            pulled.append(lo)
+            yield ids[lo : lo + 3], u[lo : lo + 3]
+
+    res = aggregator.aggregate_stream(chunks(), 7, round_idx)
+    assert pulled == [0, 3, 6] and res.n_accepted == 7 and not res.rejected
+    np.testing.assert_allclose(
+        res.total, u.astype(np.float64).sum(0), rtol=0, atol=_tol(aggregator, 7)
+    )
+
+
+@pytest.mark.parametrize(
+    ("chunk_ids", "n_devices", "message"),
+    [
+        ([[1, 2], [2, 3]], 4, "must be unique within a round"),  # a repeat across chunks
+        ([[1, 2], [3, 4]], 3, "more than 3 rows"),  # more rows than announced
+    ],
+)
+def test_a_stream_that_breaks_the_contract_is_refused(
+    aggregator, round_idx, chunk_ids, n_devices, message
+):
+    rng = np.random.default_rng(6)
+    chunks = [
+        (np.array(c), clipped_updates(rng, len(c), SMALL_SIZE, clip=VALUE_BOUND)) for c in chunk_ids
+    ]
+    with pytest.raises(ValueError, match=message):
+        aggregator.aggregate_stream(iter(chunks), n_devices, round_idx)

@@ -178,6 +178,28 @@ def test_distributed_noise_dense_plaintext_shares():
     assert_gaussian_std(out.total - exact_sum_of(rnd, n_items, dim), s * math.sqrt(n))
 
 
+def test_dense_chunking_changes_nothing_not_even_the_noise_shares():
+    """Each device's share comes from ``fold_in(key, device id)``: streaming the cohort one
+    device at a time or 64 at a time sends the same rows (up to float32 rounding of the dense
+    update, which XLA may order differently for other batch shapes), so the sums agree to 1e-6
+    while the noise itself is of order 1."""
+    n_items, dim, sigma, n_min = 200, 6, 1.0, 4
+    fleet = make_fleet(30, n_items, seed=4)
+    q = init_item_factors(jax.random.PRNGKey(5), n_items, dim, 0.3)
+    rnd = fleet.compute(q, fleet.population, CLIP)
+    s = distributed_noise_share_std(sigma, CLIP, n_min)
+    totals = []
+    for chunk in (1, 7, 64):
+        secure = PlaintextAggregation(n_items * dim, CLIP + 8 * s)
+        agg = DistributedNoise(
+            DenseAggregator(secure, n_items, dim, chunk=chunk), sigma, CLIP, n_min
+        )
+        totals.append(agg.aggregate(0, rnd, jax.random.PRNGKey(11)).total)
+    np.testing.assert_allclose(totals[0], totals[1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(totals[0], totals[2], rtol=0, atol=1e-6)
+    assert not np.allclose(totals[0], exact_sum_of(rnd, n_items, dim), atol=1e-3)  # noise added
+
+
 def exact_sum_of(rnd: DeviceRound, n_items: int, dim: int) -> np.ndarray:
     rows = np.concatenate([rnd.dense(b) for b in range(len(rnd.batches))])
     return rows.astype(np.float64).sum(axis=0).reshape(n_items, dim)

@@ -108,3 +108,15 @@ def test_fleet_population_and_round():
     )
     empty = fleet.compute(q, np.zeros(0, np.int64), 0.3)
     assert empty.device_ids.size == 0 and empty.norms().size == 0
+
+    # Streamed in chunks (the last one of a bucket overlapping the one before): the same rows,
+    # in device_ids order, each device exactly once, never more than `chunk` rows at a time.
+    for chunk in (1, 3, 64):
+        parts = list(rnd.dense_chunks(chunk))
+        assert all(len(i) == len(r) <= chunk for i, r in parts)
+        np.testing.assert_array_equal(np.concatenate([i for i, _ in parts]), rnd.device_ids)
+        # float32 rounding may differ with the batch shape (XLA's reduction order)
+        np.testing.assert_allclose(np.concatenate([r for _, r in parts]), dense, atol=1e-7)
+    assert list(empty.dense_chunks(3)) == []
+    with pytest.raises(ValueError, match="`chunk` must be at least 1"):
+        next(rnd.dense_chunks(0))
