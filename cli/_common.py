@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -45,6 +48,35 @@ def guarded(fn: F) -> F:
             raise fail(f"{exc.filename}: file not found") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def ctrl_c_checkpoint() -> Iterator[Callable[[], None]]:
+    """Ctrl-C raises ``KeyboardInterrupt`` as usual and is also remembered; the ``check()`` this
+    yields raises it again. Python drops an exception raised inside a garbage-collection
+    callback (JAX registers one), so commands call ``check()`` at every round: a Ctrl-C that
+    landed there still stops the run at the next round. A SIGINT that is ignored (a background
+    job) stays ignored; off the main thread nothing is installed."""
+    pressed = threading.Event()
+
+    def check() -> None:
+        if pressed.is_set():
+            raise KeyboardInterrupt
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(
+        signal.SIGINT
+    ) in (signal.SIG_IGN, None):
+        yield check
+        return
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def print_json(obj: Any) -> None:

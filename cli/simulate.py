@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli._common import ConfigArg, SetOpt, guarded, print_json
+from cli._common import ConfigArg, SetOpt, ctrl_c_checkpoint, guarded, print_json
 from ppr.config import load_config
 from ppr.errors import ConfigError
 from ppr.pipeline import resume_simulation, run_simulation
@@ -96,6 +96,7 @@ def simulate(
     task = bar.add_task("rounds", total=cfg.federated.rounds, info="", start=False)
 
     def progress(done: int, total: int, rec: dict) -> None:
+        check_interrupt()
         if not bar.live.is_started:  # drawn from the first round on: input errors stay one line
             bar.start()
             bar.start_task(task)
@@ -108,10 +109,11 @@ def simulate(
         )
 
     try:
-        if resume is not None:
-            result = resume_simulation(resume, progress=progress)
-        else:
-            result = run_simulation(cfg, progress=progress)
+        with ctrl_c_checkpoint() as check_interrupt:
+            if resume is not None:
+                result = resume_simulation(resume, progress=progress)
+            else:
+                result = run_simulation(cfg, progress=progress)
     except KeyboardInterrupt as exc:
         _stop(bar)
         notes = "; ".join(getattr(exc, "__notes__", []))

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli._common import ConfigArg, SetOpt, guarded, print_json
+from cli._common import ConfigArg, SetOpt, ctrl_c_checkpoint, guarded, print_json
 from ppr.config import Config, load_config
 from ppr.errors import PprError
 from ppr.reporting import SweepProgress, run_sweep, sweep_table
@@ -83,6 +83,7 @@ def sweep(
     started: list[bool] = []
 
     def progress(ev: SweepProgress) -> None:
+        check_interrupt()
         if ev.kind == "start":  # everything validated: only now draw (errors stay one line)
             info = f"{ev.done} already done" if ev.done else ""
             bar.update(points_task, total=ev.total, completed=ev.done, info=info)
@@ -95,8 +96,9 @@ def sweep(
             bar.update(points_task, completed=ev.done, info=f"done {ev.point.point_id}")
 
     try:
-        result = run_sweep(cfg, out_dir, workers=workers, resume=resume, progress=progress,
-                           plot=not no_plot)  # fmt: skip
+        with ctrl_c_checkpoint() as check_interrupt:
+            result = run_sweep(cfg, out_dir, workers=workers, resume=resume, progress=progress,
+                               plot=not no_plot)  # fmt: skip
         bar.update(rounds_task, visible=False)
     except KeyboardInterrupt:
         if started:

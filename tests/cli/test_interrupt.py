@@ -8,6 +8,7 @@ A real process tree, a real signal; the assertions hold at whatever moment the s
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from cli._common import ctrl_c_checkpoint
 from ppr.reporting.runner import POINT_FILE
 
 
@@ -131,3 +133,26 @@ def test_ctrl_c_stops_a_parallel_sweep_and_resume_runs_only_the_missing_points(
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads(res.stdout)
     assert summary["skipped"] == done and summary["ran"] == 12 - done
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_dropped_inside_a_gc_callback_is_raised_at_the_next_check() -> None:
+    """Python drops an exception raised in a gc callback (JAX registers one): the checkpoint
+    remembers the Ctrl-C and raises it again at the next round's check."""
+    before = signal.getsignal(signal.SIGINT)
+
+    def callback(phase: str, _info: dict) -> None:
+        if phase == "start":
+            gc.callbacks.remove(callback)
+            os.kill(os.getpid(), signal.SIGINT)  # handled right here, inside the callback
+            for _ in range(10_000):
+                pass
+
+    with ctrl_c_checkpoint() as check:
+        check()  # nothing pressed yet
+        gc.callbacks.append(callback)
+        gc.collect()  # the KeyboardInterrupt raised inside the callback is dropped
+        assert callback not in gc.callbacks
+        with pytest.raises(KeyboardInterrupt):
+            check()
+    assert signal.getsignal(signal.SIGINT) is before
