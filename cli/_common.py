@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.progress import Progress
 
 from ppr.errors import PprError
 
@@ -77,6 +78,12 @@ def ctrl_c_checkpoint() -> Iterator[Callable[[], None]]:
         yield check
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def stop_progress(bar: Progress) -> None:
+    """Stop a progress display if it was drawn (commands draw it only once input is valid)."""
+    if bar.live.is_started:
+        bar.stop()
 
 
 def print_json(obj: Any) -> None:

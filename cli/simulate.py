@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli._common import ConfigArg, SetOpt, ctrl_c_checkpoint, guarded, print_json
+from cli._common import (
+    ConfigArg,
+    SetOpt,
+    ctrl_c_checkpoint,
+    guarded,
+    print_json,
+    stop_progress,
+)
 from ppr.config import load_config
 from ppr.errors import ConfigError
 from ppr.pipeline import resume_simulation, run_simulation
@@ -55,11 +62,6 @@ def privacy_line(summary: dict) -> str:
         f"[{p['accountant']}], noise multiplier {p['noise_multiplier']:.4g}, "
         f"clip {p['clip_norm']:g}"
     )
-
-
-def _stop(bar: Progress) -> None:
-    if bar.live.is_started:
-        bar.stop()
 
 
 @guarded
@@ -115,12 +117,12 @@ def simulate(
             else:
                 result = run_simulation(cfg, progress=progress)
     except KeyboardInterrupt as exc:
-        _stop(bar)
+        stop_progress(bar)
         notes = "; ".join(getattr(exc, "__notes__", []))
         sys.stderr.write(f"interrupted{': ' + notes if notes else ''}\n")  # one line, unwrapped
         raise typer.Exit(code=130) from None
     finally:
-        _stop(bar)
+        stop_progress(bar)
     summary = result.summary
     if json_out:
         print_json(summary)

@@ -22,7 +22,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli._common import ConfigArg, SetOpt, ctrl_c_checkpoint, guarded, print_json
+from cli._common import (
+    ConfigArg,
+    SetOpt,
+    ctrl_c_checkpoint,
+    guarded,
+    print_json,
+    stop_progress,
+)
 from ppr.config import Config, load_config
 from ppr.errors import PprError
 from ppr.reporting import SweepProgress, run_sweep, sweep_table
@@ -80,15 +87,12 @@ def sweep(
     points_task = bar.add_task("points", total=None, info="")
     rounds_task = bar.add_task("rounds", total=None, info="", visible=False)
 
-    started: list[bool] = []
-
     def progress(ev: SweepProgress) -> None:
         check_interrupt()
         if ev.kind == "start":  # everything validated: only now draw (errors stay one line)
             info = f"{ev.done} already done" if ev.done else ""
             bar.update(points_task, total=ev.total, completed=ev.done, info=info)
             bar.start()
-            started.append(True)
         elif ev.kind == "round" and ev.point is not None:
             bar.update(rounds_task, total=ev.rounds, completed=ev.round, info=ev.point.point_id,
                        visible=True)  # fmt: skip
@@ -101,9 +105,7 @@ def sweep(
                                plot=not no_plot)  # fmt: skip
         bar.update(rounds_task, visible=False)
     except KeyboardInterrupt:
-        if started:
-            bar.stop()
-            started.clear()
+        stop_progress(bar)
         # One line, unwrapped: finished points are on disk (each written atomically).
         sys.stderr.write(
             f"interrupted: finished points are kept in {out_dir}; the same command with "
@@ -111,8 +113,7 @@ def sweep(
         )
         raise typer.Exit(code=130) from None
     finally:
-        if started:
-            bar.stop()
+        stop_progress(bar)
 
     if json_out:
         print_json({"out_dir": str(result.out_dir), "ran": result.ran, "skipped": result.skipped,
