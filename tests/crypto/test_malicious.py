@@ -24,6 +24,7 @@ import numpy as np
 import optax
 import pytest
 import tenseal as ts
+from data_testutils import random_user_items
 
 from ppr.crypto import (
     CkksSecureAggregation,
@@ -35,7 +36,6 @@ from ppr.crypto import (
     pack,
     precision_bound,
 )
-from ppr.data.split import UserItems
 from ppr.federated import (
     DenseAggregator,
     DeviceFleet,
@@ -83,9 +83,7 @@ def secure():
 def fleet() -> DeviceFleet:
     rng = np.random.default_rng(0)
     lens = rng.integers(2, 10, N_USERS)
-    users = np.repeat(np.arange(N_USERS), lens)
-    its = np.concatenate([rng.choice(N_ITEMS, n, replace=False) for n in lens])
-    items = UserItems.from_pairs(users, its, N_USERS, N_ITEMS)
+    items = random_user_items(rng, lens, N_ITEMS)
     return DeviceFleet(items, np.ones(N_USERS, bool), MFHyper(3.0, 2.0))
 
 

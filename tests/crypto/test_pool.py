@@ -14,6 +14,7 @@ import signal
 import termios
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,6 +63,22 @@ def _signal_first_writer(pool: EncryptionPool, sig: int, hit: list, timeout: flo
                 return
 
 
+def _round_with_signal(
+    pool: EncryptionPool, updates: np.ndarray, sig: int
+) -> tuple[list[Outcome], int, Any]:
+    """Run round 0 on warm workers while a thread sends ``sig`` to the first worker caught
+    writing its answer. Returns (outcomes, the device that worker held, its process)."""
+    pool.warm_up()
+    hit: list = []
+    thread = threading.Thread(target=_signal_first_writer, args=(pool, sig, hit))
+    thread.start()
+    outcomes = list(pool.encrypt_many(updates, np.arange(N_DEVICES), 0))
+    thread.join()
+    assert hit, "no worker was caught writing its answer"
+    ((held, proc),) = hit
+    return outcomes, held, proc
+
+
 def _check_round(outcomes: list[Outcome], reason: str) -> list[Outcome]:
     """Every device reported exactly once; payloads for all but the dropped ones."""
     assert sorted(o.device_id for o in outcomes) == list(range(N_DEVICES))
@@ -80,15 +97,7 @@ def test_worker_killed_mid_write_drops_one_device_and_the_round_goes_on(
     large_spec: AggregationSpec, large_key_holder: KeyHolder, updates: np.ndarray
 ):
     with EncryptionPool(large_key_holder.public_context(), large_spec, workers=2) as p:
-        p.warm_up()
-        killed: list = []  # (device held, process)
-        killer = threading.Thread(target=_signal_first_writer, args=(p, signal.SIGKILL, killed))
-        killer.start()
-        outcomes = list(p.encrypt_many(updates, np.arange(N_DEVICES), 0))
-        killer.join()
-
-        assert killed, "no worker was caught writing its answer"
-        ((held, proc),) = killed
+        outcomes, held, proc = _round_with_signal(p, updates, signal.SIGKILL)
         # Killed mid-write its device is dropped; had the 3.6 MB answer completed in the
         # microseconds before the kill, it counts. Either way nothing else is lost.
         dropped = _check_round(outcomes, WORKER_CRASHED)
@@ -103,15 +112,7 @@ def test_hung_worker_is_killed_after_the_stall_timeout(
     with EncryptionPool(
         large_key_holder.public_context(), large_spec, workers=2, stall_timeout_s=3.0
     ) as p:
-        p.warm_up()
-        frozen: list = []  # (device held, process)
-        freezer = threading.Thread(target=_signal_first_writer, args=(p, signal.SIGSTOP, frozen))
-        freezer.start()
-        outcomes = list(p.encrypt_many(updates, np.arange(N_DEVICES), 0))
-        freezer.join()
-
-        assert frozen, "no worker was caught writing its answer"
-        ((_, proc),) = frozen
+        outcomes, _, proc = _round_with_signal(p, updates, signal.SIGSTOP)
         # Frozen mid-write (its reader blocked mid-message) or, if its answer had just gone
         # through, frozen before its next task: either way exactly one device never comes back.
         dropped = _check_round(outcomes, WORKERS_STALLED)

@@ -11,10 +11,10 @@ import math
 import jax
 import numpy as np
 import pytest
+from data_testutils import random_user_items
 from scipy.stats import chi2, norm
 
 from ppr.crypto import CkksSecureAggregation, PlaintextAggregation, default_params, precision_bound
-from ppr.data.split import UserItems
 from ppr.federated import (
     CentralNoise,
     DenseAggregator,
@@ -50,9 +50,7 @@ def assert_gaussian_std(x: np.ndarray, std: float) -> None:
 def make_fleet(n_users: int, n_items: int, seed: int = 0) -> DeviceFleet:
     rng = np.random.default_rng(seed)
     lens = rng.integers(2, 20, n_users)
-    users = np.repeat(np.arange(n_users), lens)
-    its = np.concatenate([rng.choice(n_items, n, replace=False) for n in lens])
-    items = UserItems.from_pairs(users, its, n_users, n_items)
+    items = random_user_items(rng, lens, n_items)
     return DeviceFleet(items, np.ones(n_users, bool), MFHyper(3.0, 2.0))
 
 

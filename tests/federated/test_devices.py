@@ -9,9 +9,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from data_testutils import random_user_items
 from scipy.stats import norm
 
-from ppr.data.split import UserItems
 from ppr.federated import DeviceFleet, apply_dropout, sample_cohort
 from ppr.model.mf import MFHyper, init_item_factors
 
@@ -82,9 +82,7 @@ def test_fleet_population_and_round():
     n_users, n_items = 30, 40
     lens = rng.integers(1, 12, n_users)
     lens[[3, 7]] = 0
-    users = np.repeat(np.arange(n_users), lens)
-    its = np.concatenate([rng.choice(n_items, n, replace=False) for n in lens])
-    items = UserItems.from_pairs(users, its, n_users, n_items)
+    items = random_user_items(rng, lens, n_items)
     train_users = np.ones(n_users, bool)
     train_users[[1, 2]] = False
     fleet = DeviceFleet(items, train_users, MFHyper(2.0, 1.0))

@@ -13,10 +13,10 @@ import jax
 import numpy as np
 import pytest
 import tenseal as ts
+from data_testutils import random_user_items
 
 from ppr.crypto import Channel, CkksSecureAggregation, PlaintextAggregation, default_params
 from ppr.crypto.channel import KIND_UPDATE, role_of
-from ppr.data.split import UserItems
 from ppr.federated import DenseAggregator, DeviceFleet
 from ppr.model.mf import MFHyper, init_item_factors
 
@@ -41,9 +41,7 @@ class RecordingChannel(Channel):
 def fleet_items():
     rng = np.random.default_rng(0)
     lens = rng.integers(1, 15, N_USERS)
-    users = np.repeat(np.arange(N_USERS), lens)
-    its = np.concatenate([rng.choice(N_ITEMS, n, replace=False) for n in lens])
-    items = UserItems.from_pairs(users, its, N_USERS, N_ITEMS)
+    items = random_user_items(rng, lens, N_ITEMS)
     return items, DeviceFleet(items, np.ones(N_USERS, bool), MFHyper(3.0, 1.0))
 
 

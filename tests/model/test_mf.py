@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from data_testutils import random_user_items
 
 from ppr.data.split import UserItems
 from ppr.model.mf import (
@@ -42,9 +43,7 @@ def items() -> UserItems:
     # lengths 0..40 so several buckets (8, 16, 32, 64) and an empty user appear
     lens = rng.integers(0, 41, N_USERS)
     lens[0] = 0
-    users = np.repeat(np.arange(N_USERS), lens)
-    its = np.concatenate([rng.choice(N_ITEMS, n, replace=False) for n in lens])
-    return UserItems.from_pairs(users, its, N_USERS, N_ITEMS)
+    return random_user_items(rng, lens, N_ITEMS)
 
 
 @pytest.fixture(scope="module")
