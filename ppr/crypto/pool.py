@@ -119,7 +119,7 @@ class _Worker:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()  # the child now holds the only other end: its death is EOF here
-        self.conn: Connection = parent_end  # used by the I/O thread only
+        self.conn: Connection = parent_end  # read and written by the I/O thread only
         self.ready = False
         self.retired = False
         self.device: int | None = None
@@ -127,11 +127,12 @@ class _Worker:
         self.since = time.monotonic()  # start, or when the current task was handed over
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._io = threading.Thread(
-            target=self._pump, args=(parent_end, answers), name="ppr-encrypt-io", daemon=True
+            target=self._pump, args=(answers,), name="ppr-encrypt-io", daemon=True
         )
         self._io.start()
 
-    def _pump(self, conn: Connection, answers: queue.Queue) -> None:
+    def _pump(self, answers: queue.Queue) -> None:
+        conn = self.conn
         try:
             answers.put((self, conn.recv()))
             while (task := self._tasks.get()) is not None:
