@@ -62,10 +62,10 @@ from ppr.federated import (
     Server,
     make_server_optimizer,
 )
+from ppr.io import json_safe
 from ppr.model.mf import init_item_factors, solve_user_factors
 from ppr.pipeline import build_trainer, hyper_of, prepare_data, secure_aggregation
 from ppr.privacy import plan_privacy
-from ppr.reporting.io import json_safe
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("none", "target", "random", "shrink")

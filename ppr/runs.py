@@ -5,7 +5,7 @@ A run is written into ``<runs_dir>/.<name>-<timestamp>.partial/`` and renamed to
 without the ``.partial`` suffix always holds a complete run; a crashed run leaves only the hidden
 partial directory, which holds a per-round checkpoint: ``ppr simulate --resume <partial dir>``
 continues it (see :func:`ppr.pipeline.resume_simulation`). Single files are written with
-:mod:`ppr.reporting.io` (temporary file in the same folder, fsync, ``os.replace``).
+:mod:`ppr.io` (temporary file in the same folder, fsync, ``os.replace``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from ppr.errors import ConfigError
-from ppr.reporting.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_safe
+from ppr.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_safe
 
 __all__ = [
     "CHECKPOINT",

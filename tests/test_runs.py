@@ -15,7 +15,7 @@ from ppr.runs import RunDir, atomic_write_json, atomic_write_text, json_safe
 def test_json_safe_strict():
     obj = {"a": math.inf, "b": [-math.inf, math.nan, 1.5], 3: np.float32(2.0), "n": np.int64(4)}
     out = json_safe(obj)
-    # NaN -> null (the documented contract of ppr.reporting.io.json_safe, re-exported here)
+    # NaN -> null (the documented contract of ppr.io.json_safe, re-exported here)
     assert out == {"a": "inf", "b": ["-inf", None, 1.5], "3": 2.0, "n": 4}
     json.dumps(out, allow_nan=False)  # strict JSON
     assert json_safe(np.float64(np.inf)) == "inf"

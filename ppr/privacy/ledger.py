@@ -19,9 +19,9 @@ import dp_accounting
 from dp_accounting import dp_event
 
 from ppr.errors import PprError
+from ppr.io import atomic_write_text
 from ppr.privacy.accounting import epsilon_of
 from ppr.privacy.events import event_from_json, event_to_json
-from ppr.reporting.io import atomic_write_text
 
 LEDGER_FORMAT = "ppr.privacy.ledger/1"
 

@@ -8,13 +8,13 @@ to ``recall_vs_epsilon.png`` (:mod:`ppr.reporting.plots`; the layout of a sweep 
 
 Invariants:
 
-* Rows are JSON-safe (ε = ∞ is ``"inf"``, :func:`~ppr.reporting.io.json_safe`); a mean over no
+* Rows are JSON-safe (ε = ∞ is ``"inf"``, :func:`~ppr.io.json_safe`); a mean over no
   value is ``None``, and a std is the sample std, ``None`` for fewer than two seeds.
 * Rows keep the order of the grid (:func:`~ppr.reporting.grid.expand_grid`): aggregated rows in
   first-seen order of their (ε, grid values).
 * CSV columns: the leading ones named by the caller, then every other field in first-seen order;
   a column no row has is left out.
-* Every file is written atomically (:mod:`ppr.reporting.io`); matplotlib is imported only when the
+* Every file is written atomically (:mod:`ppr.io`); matplotlib is imported only when the
   plot is drawn.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ppr.config import Config
+from ppr.io import atomic_write_csv, atomic_write_json, json_safe
 from ppr.reporting.grid import SweepPoint
-from ppr.reporting.io import atomic_write_csv, atomic_write_json, json_safe
 
 __all__ = ["aggregate_runs", "run_row", "sweep_rows", "write_reports"]
 

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from ppr.config import Config, to_dict, to_toml
 from ppr.errors import ConfigError
-from ppr.reporting.io import json_safe
+from ppr.io import json_safe
 
 __all__ = [
     "SweepPoint",

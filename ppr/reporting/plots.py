@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ppr.reporting.io import atomic_write_bytes
+from ppr.io import atomic_write_bytes
 
 __all__ = ["plot_recall_vs_epsilon"]
 

@@ -35,8 +35,8 @@ from typing import Any, NamedTuple
 
 from ppr.config import Config, from_dict, to_toml
 from ppr.errors import ConfigError, PprError
+from ppr.io import atomic_write_json, json_safe, read_json
 from ppr.reporting.grid import SweepPoint, canonical_config
-from ppr.reporting.io import atomic_write_json, json_safe, read_json
 
 __all__ = ["POINT_FILE", "auto_workers", "execute_points", "load_done"]
 

@@ -46,6 +46,7 @@ from typing import Any, Literal, NamedTuple
 
 from ppr.config import Config, load_config, to_dict, to_toml
 from ppr.errors import ConfigError, PprError
+from ppr.io import atomic_write_text
 from ppr.reporting.aggregate import aggregate_runs, sweep_rows, write_reports
 from ppr.reporting.grid import (
     SweepPoint,
@@ -54,7 +55,6 @@ from ppr.reporting.grid import (
     point_config,
     sweep_neutral,
 )
-from ppr.reporting.io import atomic_write_text
 from ppr.reporting.runner import POINT_FILE, auto_workers, execute_points, load_done
 
 __all__ = [

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from ppr.config import load_config, to_toml
 from ppr.errors import ConfigError, PprError
+from ppr.io import atomic_write
 from ppr.reporting import (
     SweepProgress,
     aggregate_runs,
@@ -26,7 +27,6 @@ from ppr.reporting import (
     run_sweep,
     sweep_table,
 )
-from ppr.reporting.io import atomic_write
 from ppr.reporting.plots import plot_recall_vs_epsilon
 from ppr.reporting.runner import POINT_FILE, _worker_env
 
@@ -348,7 +348,7 @@ def test_atomic_writes_get_the_umask_mode(tmp_path):
     """mkstemp creates 0600 files; results must get the mode open() would give them."""
     import os
 
-    from ppr.reporting.io import atomic_write_text
+    from ppr.io import atomic_write_text
 
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
