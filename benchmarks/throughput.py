@@ -29,7 +29,7 @@ import numpy as np
 
 from ppr.config import load_config
 from ppr.federated import DeviceFleet
-from ppr.pipeline import hyper_of, prepare_data
+from ppr.experiments.simulate import hyper_of, prepare_data
 
 
 def _split(dim: int):

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from ppr_cli._common import guarded, print_json
 from rich.console import Console
 from rich.table import Table
 
-from cli._common import guarded, print_json
 from ppr.config import DataConfig, SyntheticConfig
 from ppr.data.loaders import SOURCES, load_interactions
 from ppr.data.manifest import guess_dataset, verify_dataset

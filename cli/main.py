@@ -7,11 +7,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import typer
-
-from cli import data as data_cmd
-from cli import privacy as privacy_cmd
-from cli import simulate as simulate_cmd
-from cli import sweep as sweep_cmd
+from ppr_cli import data as data_cmd
+from ppr_cli import privacy as privacy_cmd
+from ppr_cli import simulate as simulate_cmd
+from ppr_cli import sweep as sweep_cmd
 
 app = typer.Typer(
     name="ppr",

@@ -10,10 +10,9 @@ import time
 from typing import Annotated
 
 import typer
+from ppr_cli._common import guarded, print_json
 from rich.console import Console
 from rich.table import Table
-
-from cli._common import guarded, print_json
 
 app = typer.Typer(
     help="Privacy accounting (dp_accounting RDP / PLD) and noise calibration for DP-FedAvg.",
@@ -26,7 +25,7 @@ SamplingRate = Annotated[float, typer.Option("--sampling-rate", "-q", help="Pois
 Rounds = Annotated[int, typer.Option("--rounds", "-T", help="Federated rounds T.")]
 Delta = Annotated[float, typer.Option("--delta", "-d", help="Target delta, in (0, 1).")]
 AccountantOpt = Annotated[
-    str, typer.Option("--accountant", "-a", help="Privacy accountant: rdp or pld.")
+    str, typer.Option("--accountant", "-a", help="Privacy accountant: pld (exact, default) or rdp.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")]
 
@@ -53,7 +52,7 @@ def epsilon(
     sampling_rate: SamplingRate,
     rounds: Rounds,
     delta: Delta,
-    accountant: AccountantOpt = "rdp",
+    accountant: AccountantOpt = "pld",
     json_out: JsonOpt = False,
 ) -> None:
     """ε of T rounds of DP-FedAvg: Poisson sampling q, Gaussian noise σ·C on the clipped sum."""
@@ -99,7 +98,7 @@ def calibrate(
     sampling_rate: SamplingRate,
     rounds: Rounds,
     delta: Delta,
-    accountant: AccountantOpt = "rdp",
+    accountant: AccountantOpt = "pld",
     json_out: JsonOpt = False,
 ) -> None:
     """Smallest noise multiplier σ whose T rounds of DP-FedAvg meet (ε, δ)."""

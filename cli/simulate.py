@@ -16,11 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from cli._common import (
+from ppr_cli._common import (
     ConfigArg,
     SetOpt,
     ctrl_c_checkpoint,
@@ -28,9 +24,15 @@ from cli._common import (
     print_json,
     stop_progress,
 )
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
 from ppr.config import load_config
 from ppr.errors import ConfigError
-from ppr.pipeline import resume_simulation, run_simulation
+from ppr.experiments import RunSummary
+from ppr.experiments import resume as resume_run
+from ppr.experiments import simulate as run_simulation
 
 
 def _fmt(v: object) -> str:
@@ -39,29 +41,37 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def results_table(summary: dict) -> Table:
-    """Metrics of the run and its baselines, one row each."""
-    metric_keys = [k for k in summary["metrics"] if k != "evaluated_users"]
-    table = Table(title=f"{summary['name']} · evaluated on {summary['evaluated_on']}")
+def results_table(summary: RunSummary) -> Table:
+    """Metrics of the run and its baselines, one row each (diagnostics: raw held-out data)."""
+    metric_keys = [k for k in summary.metrics if k != "evaluated_users"]
+    table = Table(
+        title=f"{summary.name} · evaluated on {summary.evaluated_on}",
+        caption="metrics are diagnostics on raw held-out data: not covered by epsilon",
+    )
     table.add_column("model")
     for key in metric_keys:
         table.add_column(key, justify="right")
-    fed = "federated MF" + (" (CKKS)" if summary["communication"]["mode"] == "ckks" else "")
-    table.add_row(fed, *(_fmt(summary["metrics"][k]) for k in metric_keys))
-    for name, m in summary["baselines"].items():
+    fed = "federated MF" + (" (CKKS)" if summary.communication.mode == "ckks" else "")
+    table.add_row(fed, *(_fmt(summary.metrics[k]) for k in metric_keys))
+    for name, m in summary.baselines.items():
         table.add_row(name.replace("_", " "), *(_fmt(m.get(k, "")) for k in metric_keys))
     return table
 
 
-def privacy_line(summary: dict) -> str:
-    p = summary["privacy"]
-    if p["epsilon"] == "inf":
-        return "privacy: none (epsilon = inf)"
-    return (
-        f"privacy: ({_fmt(p['epsilon_spent'])}, {p['delta']:g})-DP at user level "
-        f"[{p['accountant']}], noise multiplier {p['noise_multiplier']:.4g}, "
-        f"clip {p['clip_norm']:g}"
-    )
+def privacy_lines(summary: RunSummary) -> list[str]:
+    """The guarantee as the ledger states it, with what it does not cover."""
+    p = summary.privacy
+    if not p.private:
+        return ["privacy: none (epsilon = inf; the ledger says inf)"]
+    lines = [
+        f"privacy: ({_fmt(p.epsilon_spent)}, {p.delta:g})-DP at user level [{p.accountant}], "
+        f"{p.rounds_released} rounds released, noise multiplier {p.noise_multiplier:.4g}, "
+        f"clip {p.clip_norm:g}",
+        f"noise: {p.randomness}",
+    ]
+    if p.not_included:
+        lines.append(f"not included in epsilon: {p.not_included}")
+    return lines
 
 
 @guarded
@@ -102,18 +112,18 @@ def simulate(
         if not bar.live.is_started:  # drawn from the first round on: input errors stay one line
             bar.start()
             bar.start_task(task)
-        val = rec.get("validation", {})
-        extra = f" val recall {val[f'recall@{cfg.evaluation.k}']:.4f}" if val else ""
+        curve = rec.get(cfg.evaluation.split, {})
+        extra = f" recall {curve[f'recall@{cfg.evaluation.k}']:.4f}" if curve else ""
         bar.update(
             task,
             completed=done,
-            info=f"cohort {rec['accepted']}, |Δ| {rec['mean_norm']:.3g}{extra}",
+            info=f"participants {rec['accepted']}, |Δ| {rec['mean_norm']:.3g}{extra}",
         )
 
     try:
         with ctrl_c_checkpoint() as check_interrupt:
             if resume is not None:
-                result = resume_simulation(resume, progress=progress)
+                result = resume_run(resume, progress=progress)
             else:
                 result = run_simulation(cfg, progress=progress)
     except KeyboardInterrupt as exc:
@@ -125,15 +135,16 @@ def simulate(
         stop_progress(bar)
     summary = result.summary
     if json_out:
-        print_json(summary)
+        print_json(summary.to_dict())
         return
     out = Console()
     out.print(results_table(summary))
-    out.print(privacy_line(summary))
-    comm = summary["communication"]
+    for line in privacy_lines(summary):
+        out.print(line, soft_wrap=True)
+    comm, timing = summary.communication, summary.timing
     out.print(
-        f"upload: {comm['upload_bytes_per_device'] / 1e3:,.1f} kB per device per round "
-        f"({comm['mode']}); {summary['timing']['total_s']:.1f} s, "
-        f"peak memory {summary['timing']['peak_rss_mib']:,.0f} MiB"
+        f"upload: {comm.upload_bytes_per_device / 1e3:,.1f} kB per device per round "
+        f"({comm.mode}); {timing.total_s:.1f} s, peak memory {timing.peak_rss_mib:,.0f} MiB "
+        "(diagnostics)"
     )
-    out.print(f"run directory: {summary['run_dir']}")
+    out.print(f"run directory: {summary.run_dir}", soft_wrap=True)

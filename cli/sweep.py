@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from cli._common import (
+from ppr_cli._common import (
     ConfigArg,
     SetOpt,
     ctrl_c_checkpoint,
@@ -30,9 +27,13 @@ from cli._common import (
     print_json,
     stop_progress,
 )
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from ppr.config import Config, load_config
 from ppr.errors import PprError
-from ppr.reporting import SweepProgress, run_sweep, sweep_table
+from ppr.experiments.sweep import SweepProgress, run_sweep
+from ppr.reporting import sweep_table
 
 
 def default_out_dir(cfg: Config) -> Path:

@@ -4,8 +4,8 @@ Subpackages, one concern each: ``data`` (loaders, synthetic generator, splits), 
 (implicit matrix factorization, baselines), ``federated`` (devices, cohorts, aggregation
 strategies, server, trainer), ``crypto`` (CKKS secure aggregation), ``privacy`` (clipping, noise,
 accounting), ``evaluation`` (ranking metrics) and ``reporting`` (sweeps, tables, files, plots).
-One entry point per pipeline: :func:`ppr.pipeline.run_simulation`; run directories:
-:mod:`ppr.runs`. On-device serving (``serving``) is not built yet.
+One entry point per pipeline: :func:`ppr.experiments.simulate.run_simulation`; run directories:
+:mod:`ppr.experiments.rundir`. On-device serving (``serving``) is not built yet.
 """
 
 __version__ = "0.1.0"

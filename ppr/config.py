@@ -105,9 +105,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class FederatedConfig:
     rounds: int = _f(30, ge=1, doc="federated rounds")
-    sampling: Literal["poisson", "fixed"] = _f("poisson", doc="cohort selection")
+    sampling: Literal["poisson", "fixed"] = _f("poisson", doc="how participants are drawn")
     sampling_rate: float = _f(1.0, gt=0.0, le=1.0, doc="Poisson sampling rate q")
-    cohort_size: int = _f(100, ge=1, doc="cohort size for fixed sampling")
+    participants: int = _f(100, ge=1, doc="participants per round with fixed sampling")
     server_optimizer: Literal["sgd", "momentum", "adam"] = _f("adam", doc="FedAvg/FedAvgM/FedAdam")
     server_lr: float = _f(0.05, gt=0.0, doc="server learning rate")
     server_momentum: float = _f(0.9, ge=0.0, lt=1.0, doc="momentum (momentum) or b1 (adam)")
@@ -116,7 +116,7 @@ class FederatedConfig:
 
 @dataclass(frozen=True)
 class AggregationConfig:
-    mode: Literal["plaintext", "ckks"] = _f("plaintext", doc="how the cohort sum is formed")
+    mode: Literal["plaintext", "ckks"] = _f("plaintext", doc="how the round's sum is formed")
     workers: int = _f(2, ge=1, doc="device-side encryption worker processes (ckks)")
     poly_modulus_degree: int = _f(4096, ge=1024, doc="CKKS ring degree N (slots = N/2)")
 
@@ -129,7 +129,14 @@ class PrivacyConfig:
         5.0, gt=0.0, doc="L2 bound C on each device's whole update (inf: no clipping)"
     )
     noise: Literal["central", "distributed"] = _f("central", doc="who adds the Gaussian noise")
-    accountant: Literal["rdp", "pld"] = _f("rdp", doc="privacy accountant")
+    accountant: Literal["rdp", "pld"] = _f("pld", doc="privacy accountant (pld: exact)")
+    noise_seed: int = _f(
+        -1,
+        ge=-1,
+        doc="-1: DP noise and private sampling from the OS (secret); >= 0: reproducible noise "
+        "from this seed (an experiment mode: the guarantee then holds only against whoever "
+        "does not know it)",
+    )
     popularity_share: float = _f(0.5, ge=0.0, lt=1.0, doc="share of epsilon for DP popularity")
     popularity_max_items: int = _f(20, ge=1, doc="items one device contributes to popularity")
     popularity_blend: float = _f(0.0, ge=0.0, doc="weight of the DP popularity prior in scores")
@@ -139,7 +146,12 @@ class PrivacyConfig:
 class EvaluationConfig:
     k: int = _f(20, ge=1, doc="cut-off of recall@k and NDCG@k")
     split: Literal["test", "validation"] = _f("test", doc="split reported as the run's metrics")
-    eval_every: int = _f(0, ge=0, doc="evaluate on validation every n rounds (0: only at the end)")
+    eval_every: int = _f(
+        0,
+        ge=0,
+        doc="evaluate on the run's evaluation split every n rounds (0: only at the end); "
+        "a diagnostic curve",
+    )
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,9 @@ class BaselinesConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     runs_dir: str = _f("runs", doc="where run directories are created")
+    protected_only: bool = _f(
+        False, doc="write only what the ledger covers (no metrics, counts or diagnostics)"
+    )
 
 
 @dataclass(frozen=True)
@@ -169,7 +184,9 @@ class SweepConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = _f("default", doc="run name (prefix of the run directory)")
-    seed: int = _f(0, ge=0, doc="seed of every random choice in the run")
+    seed: int = _f(
+        0, ge=0, doc="seed of what is not secret: data, split, initial model, baselines"
+    )
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -180,6 +197,26 @@ class Config:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def check(self) -> None:
+        """Cross-key checks of a resolved config (raises :class:`ConfigError`)."""
+        private = math.isfinite(self.privacy.epsilon)
+        if private and self.federated.sampling != "poisson":
+            raise ConfigError(
+                "`federated.sampling` must be 'poisson' when `privacy.epsilon` is finite "
+                "(the DP analysis assumes Poisson sampling). Found 'fixed'."
+            )
+        if not math.isfinite(self.privacy.clip_norm):
+            if self.aggregation.mode == "ckks":
+                raise ConfigError(
+                    "`privacy.clip_norm` must be finite with `aggregation.mode = 'ckks'` (CKKS "
+                    "needs a bound on every value a device sends). Found inf."
+                )
+            if private:
+                raise ConfigError(
+                    "`privacy.clip_norm` must be finite when `privacy.epsilon` is finite. "
+                    "Found inf."
+                )
 
     def replace(self, **overrides: Any) -> Config:
         """Return a copy with dotted-key overrides applied and validated, e.g.
@@ -301,6 +338,25 @@ def _parse_literal(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (every nested table, tables inside values too)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def get_dotted(d: dict, key: str) -> Any:
+    """``d["a"]["b"]`` for ``key = "a.b"`` (``KeyError`` when a part is missing)."""
+    node: Any = d
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def _set_dotted(d: dict, key: str, value: Any) -> None:

@@ -3,7 +3,9 @@
 Round protocol (CKKS): each device encrypts its update with the public context -> the aggregator
 validates and sums the ciphertexts -> the aggregator adds the plaintext noise vector to the
 encrypted sum (central DP: no party ever sees an un-noised aggregate) -> the key holder decrypts
-the one aggregate of the round -> the flat float64 sum goes to the server. Every message crosses
+the one aggregate of the round and floods it (no exact decryption ever leaves it; see
+:mod:`ppr.crypto.roles`) -> the flat float64 sum goes to the server, with the flooding's std and
+bounds in :attr:`AggregationResult.flooding`. Every message crosses
 the :class:`~ppr.crypto.channel.Channel` as bytes; the public context is sent to each device the
 first time it takes part.
 
@@ -34,7 +36,7 @@ from ppr.crypto.channel import (
 from ppr.crypto.errors import ProtocolError, UpdateRejected
 from ppr.crypto.params import CkksParams, default_params, precision_bound
 from ppr.crypto.pool import EncryptionPool
-from ppr.crypto.roles import Aggregator, KeyHolder
+from ppr.crypto.roles import Aggregator, FloodingReport, KeyHolder
 from ppr.crypto.spec import AggregationSpec, check_update
 
 logger = logging.getLogger("ppr.crypto")
@@ -52,7 +54,10 @@ def device_name(device_id: int) -> str:
 class AggregationResult:
     """One round's outcome. ``total`` is float64 of length ``update_size``: the (noised) sum of
     the accepted updates. ``rejected`` maps device id to the logged reason; ``dropped`` lists
-    devices that sent nothing; ``upload_bytes`` counts all bytes devices sent this round."""
+    devices that sent nothing; ``upload_bytes`` counts all bytes devices sent this round.
+    ``flooding`` (CKKS only; ``None`` in plaintext mode) is what the key holder added to
+    ``total`` before releasing it: its std, the rule's floor, the stated error bound and where
+    the noise came from (:class:`~ppr.crypto.roles.FloodingReport`)."""
 
     total: np.ndarray
     n_accepted: int
@@ -60,6 +65,18 @@ class AggregationResult:
     upload_bytes: int
     dropped: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    flooding: FloodingReport | None = None
+
+    @property
+    def flooding_std(self) -> float:
+        """Std of the key holder's flooding noise per coordinate of ``total`` (0 in plaintext)."""
+        return 0.0 if self.flooding is None else self.flooding.std
+
+    @property
+    def error_bound(self) -> float:
+        """Stated per-coordinate bound on ``|total - exact sum|`` (CKKS error and flooding; 0 in
+        plaintext mode, where the float64 sum of the float32 rows is exact up to rounding)."""
+        return 0.0 if self.flooding is None else self.flooding.error_bound
 
 
 def _check_inputs(
@@ -224,13 +241,16 @@ class CkksSecureAggregation(_RoundAggregation):
     """Orchestrates KeyHolder, Aggregator, devices and Channel for whole rounds.
 
     ``seed`` is accepted for interface parity with the plaintext path and ignored: encryption
-    randomness comes from SEAL's OS-backed CSPRNG and must not be seeded. ``workers > 1``
-    encrypts in a pool of processes kept alive until :meth:`close` (also a context manager).
-    Before each round the cohort plus noise is checked against the overflow capacity; after
-    decryption the key holder rejects (:class:`~ppr.crypto.errors.AggregateRejectedError`) an
-    aggregate that is non-finite or beyond ``(n_accepted + max|noise| / value_bound)`` value
-    bounds plus the precision margin, and, when ``l2_clip`` (the devices' L2 clip norm) is given,
-    one whose L2 norm exceeds ``n_accepted * l2_clip + ||noise||`` plus the precision margin.
+    randomness comes from SEAL's OS-backed CSPRNG and the key holder's flooding from the OS,
+    neither may be seeded from a config. ``flooding_rng`` (a ``np.random.Generator``) is the one
+    exception: an explicit, labelled reproducible-experiment mode for the flooding noise (every
+    result's ``flooding.source`` says so). ``workers > 1`` encrypts in a pool of processes kept
+    alive until :meth:`close` (also a context manager). Before each round the cohort plus noise
+    is checked against the overflow capacity; after decryption (and flooding) the key holder
+    rejects (:class:`~ppr.crypto.errors.AggregateRejectedError`) an aggregate that is non-finite
+    or beyond ``(n_accepted + max|noise| / value_bound)`` value bounds plus the precision margin
+    (flooding included), and, when ``l2_clip`` (the devices' L2 clip norm) is given, one whose L2
+    norm exceeds ``n_accepted * l2_clip + ||noise||`` plus the precision margin.
     """
 
     def __init__(
@@ -242,11 +262,12 @@ class CkksSecureAggregation(_RoundAggregation):
         seed: int | None = None,
         start_method: str = "spawn",
         l2_clip: float | None = None,
+        flooding_rng: np.random.Generator | None = None,
     ) -> None:
         self.spec = AggregationSpec(update_size, value_bound, params or default_params())
         self.l2_clip = None if l2_clip is None else float(l2_clip)
         self.channel = Channel()
-        self._key_holder = KeyHolder(self.spec)
+        self._key_holder = KeyHolder(self.spec, rng=flooding_rng)
         public = self._key_holder.public_context()
         self._public_context = public
         received = self.channel.send(KEY_HOLDER, AGGREGATOR, KIND_PUBLIC_CONTEXT, public, -1)
@@ -382,11 +403,13 @@ class CkksSecureAggregation(_RoundAggregation):
                 agg.n_accepted * self.l2_clip + z_norm + err * np.sqrt(self.spec.n_values)
             ) * (1 + 1e-9)
         t2 = time.perf_counter()
-        total = self._key_holder.decrypt_aggregate(
-            sent, round_idx, abs_bound=bound * (1 + 1e-9), l2_bound=l2_bound
+        released = self._key_holder.decrypt_aggregate(
+            sent, round_idx, agg.n_accepted, abs_bound=bound * (1 + 1e-9), l2_bound=l2_bound
         )
         t_dec = time.perf_counter() - t2
-        out = self.channel.send(KEY_HOLDER, SERVER, KIND_RESULT, total.tobytes(), round_idx)
+        out = self.channel.send(
+            KEY_HOLDER, SERVER, KIND_RESULT, released.total.tobytes(), round_idx
+        )
         timings.update(aggregator_s=t_agg, key_holder_s=t_dec, total_s=time.perf_counter() - t0)
         return AggregationResult(
             total=np.frombuffer(out, dtype=np.float64).copy(),
@@ -395,6 +418,7 @@ class CkksSecureAggregation(_RoundAggregation):
             upload_bytes=upload,
             dropped=list(agg.dropped),
             timings=timings,
+            flooding=released.flooding,
         )
 
     def close(self) -> None:

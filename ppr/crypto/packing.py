@@ -1,12 +1,19 @@
 """Packing of flat updates into slot-sized chunks, and the wire frame for a list of ciphertexts.
 
-Frame layout (little endian): ``b"PPRC"``, version ``u8``, round index ``i64``, chunk count
-``u32``, then ``u32`` length per chunk, then the chunk bytes back to back. Parsing never trusts
-the header: counts and lengths are checked against the actual payload size.
+Frame layout (little endian): ``b"PPRC"``, version ``u8`` (2), round index ``i64``, chunk count
+``u32``, then ``u32`` length per chunk, then a 32-byte BLAKE2b digest of everything else (header,
+lengths and chunks), then the chunk bytes back to back. Parsing never trusts the header: counts
+and lengths are checked against the actual payload size, and the digest against the bytes.
+
+The digest is keyless: it catches corruption in transport (a flipped byte inside a SEAL
+ciphertext usually still parses, as a valid ciphertext of garbage, and would make the key holder
+refuse the whole round), not a device that frames garbage on purpose, which can always compute
+the digest of what it sends.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 import numpy as np
@@ -14,9 +21,10 @@ import numpy as np
 from ppr.crypto.errors import UpdateRejected
 
 _MAGIC = b"PPRC"
-_VERSION = 1
+_VERSION = 2
 _HEADER = struct.Struct("<4sBqI")
 _LEN = struct.Struct("<I")
+_DIGEST_BYTES = 32
 #: Upper bound on chunks in one frame (protects the parser from absurd headers).
 MAX_CHUNKS = 1 << 16
 
@@ -49,8 +57,16 @@ def encode_frame(chunks: list[bytes], round_idx: int) -> bytes:
         raise ValueError(f"at most {MAX_CHUNKS} chunks per frame. Found {len(chunks)}.")
     header = _HEADER.pack(_MAGIC, _VERSION, int(round_idx), len(chunks))
     lengths = struct.pack(f"<{len(chunks)}I", *(len(c) for c in chunks))
+    digest = _digest([header, lengths, *chunks])
     # One join: the frame (megabytes for a whole update) is copied exactly once.
-    return b"".join([header, lengths, *chunks])
+    return b"".join([header, lengths, digest, *chunks])
+
+
+def _digest(parts: list[bytes] | list[memoryview]) -> bytes:
+    h = hashlib.blake2b(digest_size=_DIGEST_BYTES, person=b"ppr-frame-v2")
+    for part in parts:
+        h.update(part)
+    return h.digest()
 
 
 def decode_frame(payload: bytes) -> tuple[int, list[bytes]]:
@@ -65,14 +81,18 @@ def decode_frame(payload: bytes) -> tuple[int, list[bytes]]:
         raise UpdateRejected("payload is not a ppr ciphertext frame (bad magic or version)")
     if n_chunks > MAX_CHUNKS:
         raise UpdateRejected(f"frame claims {n_chunks} chunks (limit {MAX_CHUNKS})")
-    offset = _HEADER.size + _LEN.size * n_chunks
+    table_end = _HEADER.size + _LEN.size * n_chunks
+    offset = table_end + _DIGEST_BYTES
     if len(data) < offset:
-        raise UpdateRejected("frame is truncated inside its chunk-length table")
+        raise UpdateRejected("frame is truncated inside its chunk-length table or digest")
     lengths = struct.unpack_from(f"<{n_chunks}I", data, _HEADER.size)
     if offset + sum(lengths) != len(data):
         raise UpdateRejected(
             f"frame lengths sum to {offset + sum(lengths)} bytes but the payload has {len(data)}"
         )
+    view = memoryview(data)
+    if _digest([view[:table_end], view[offset:]]) != data[table_end:offset]:
+        raise UpdateRejected("frame digest mismatch (corrupted in transport)")
     chunks = []
     for n in lengths:
         chunks.append(data[offset : offset + n])

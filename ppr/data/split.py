@@ -92,6 +92,9 @@ class Split:
     train_users: np.ndarray
     n_users: int
     n_items: int
+    item_ids: np.ndarray | None = None  # original item ids (display; the released model)
+    item_titles: np.ndarray | None = None
+    user_attributes: object | None = None  # the data set's coarse user attributes, if any
 
     def for_evaluation(self, on: str) -> tuple[UserItems, UserItems]:
         """(items to train on, items to evaluate against) for ``on`` in {"test", "validation"}."""
@@ -193,4 +196,14 @@ def make_split(inter: Interactions, cfg: SplitConfig, seed: int) -> Split:
     def csr(mask: np.ndarray) -> UserItems:
         return UserItems.from_pairs(users[mask], items[mask], n_users, n_items)
 
-    return Split(csr(train), csr(val), csr(test), train_users, n_users, n_items)
+    return Split(
+        csr(train),
+        csr(val),
+        csr(test),
+        train_users,
+        n_users,
+        n_items,
+        inter.item_ids,
+        inter.item_titles,
+        inter.user_attributes,
+    )

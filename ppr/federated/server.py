@@ -1,52 +1,57 @@
-"""The server: turns the round's aggregate into an item-matrix step with an optax optimizer.
+"""The server: turns the round's released sum into an item-matrix step with an optax optimizer.
 
 The averaged update ``Delta = total / denominator`` is a descent *direction* of the devices' loss;
-the server feeds ``-Delta + item_reg * Q`` to optax as a pseudo-gradient (FedOpt, Reddi et al.
-2021): ``sgd`` = FedAvg (``server_lr = 1`` is plain averaging), ``momentum`` = FedAvgM, ``adam`` =
-FedAdam. Under DP the denominator is the *fixed* expected cohort size ``q N`` (DP-FedAvg), so that
-the noise scale of the average does not depend on who was sampled; without DP it is the number of
-accepted devices.
+the server feeds ``-Delta`` to an optax chain as a pseudo-gradient (FedOpt, Reddi et al. 2021):
+``add_decayed_weights(item_reg)`` (an L2 penalty on the item matrix), then ``sgd`` = FedAvg
+(``server_lr = 1`` is plain averaging), ``momentum`` = FedAvgM or ``adam`` = FedAdam. Under DP the
+denominator is the *fixed* expected number of participants ``q N`` (DP-FedAvg), so that the noise
+scale of the average does not depend on who was sampled; without DP it is the number of accepted
+devices. The server state is a flax struct dataclass (a pytree: checkpointed leaf by leaf).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from ppr.config import FederatedConfig
 
 
-def make_server_optimizer(cfg: FederatedConfig) -> optax.GradientTransformation:
-    """optax transformation of ``federated.server_optimizer`` with ``server_lr`` and momentum."""
+def make_server_optimizer(
+    cfg: FederatedConfig, item_reg: float = 0.0
+) -> optax.GradientTransformation:
+    """``chain(add_decayed_weights(item_reg), <federated.server_optimizer>)``."""
     if cfg.server_optimizer == "sgd":
-        return optax.sgd(cfg.server_lr)
-    if cfg.server_optimizer == "momentum":
-        return optax.sgd(cfg.server_lr, momentum=cfg.server_momentum)
-    return optax.adam(cfg.server_lr, b1=cfg.server_momentum, b2=0.99, eps=1e-6)
+        step = optax.sgd(cfg.server_lr)
+    elif cfg.server_optimizer == "momentum":
+        step = optax.sgd(cfg.server_lr, momentum=cfg.server_momentum)
+    else:
+        step = optax.adam(cfg.server_lr, b1=cfg.server_momentum, b2=0.99, eps=1e-6)
+    return optax.chain(optax.add_decayed_weights(float(item_reg)), step)
 
 
-class ServerState(NamedTuple):
+@struct.dataclass
+class ServerState:
+    """The global item matrix ``q`` (n_items, dim) and the optimizer state."""
+
     q: jax.Array
     opt_state: optax.OptState
 
 
 class Server:
-    """Holds the global item matrix and the server optimizer state."""
+    """Holds the optax transformation; :meth:`step` is pure (state in, state out)."""
 
-    def __init__(self, tx: optax.GradientTransformation, item_reg: float = 0.0) -> None:
+    def __init__(self, tx: optax.GradientTransformation) -> None:
         self.tx = tx
-        self.item_reg = float(item_reg)
         self._step = jax.jit(self._apply)
 
     def init(self, q: jax.Array) -> ServerState:
         return ServerState(q, self.tx.init(q))
 
     def _apply(self, state: ServerState, mean_update: jax.Array) -> ServerState:
-        grad = -mean_update + self.item_reg * state.q
-        updates, opt_state = self.tx.update(grad, state.opt_state, state.q)
+        updates, opt_state = self.tx.update(-mean_update, state.opt_state, state.q)
         return ServerState(optax.apply_updates(state.q, updates), opt_state)
 
     def step(self, state: ServerState, total: jax.Array, denominator: float) -> ServerState:

@@ -1,12 +1,18 @@
-"""The federated training loop (one entry point; no Python loop over devices in the hot path).
+"""The federated training loop (no Python loop over devices in the hot path).
 
-Per round ``t`` (keys are ``fold_in(key, t)`` then split per role, so a run is a pure function of
-the config and seed):
+Per round ``t`` (keys are ``fold_in(key, t)`` then split per role; ``key`` is the run's secret key
+under DP, see :mod:`ppr.privacy.noise`):
 
-1. cohort: Poisson(q) or fixed-size sample of the training devices; dropouts removed;
+1. participants: Poisson(q) or fixed-size sample of the *eligible* devices; dropouts removed;
 2. devices: solve ``p_u`` (kept on the device), compute the update of ``Q``, clip it to ``C``;
-3. aggregation strategy (plaintext / CKKS), wrapped by DP noise when private;
-4. server: ``Q <- optax step(-total / denominator)``.
+3. summation strategy (plaintext / CKKS), wrapped by DP noise when private;
+4. release: the privacy filter admits the round (data-independent: the noise multiplier the sum
+   carries, the sampling rate), the accountant is charged for every eligible device, and the
+   server steps ``Q <- optax step(-total / denominator)``.
+
+A round that releases nothing (the key holder refused the sum; no survivor and no noise) costs
+nothing. A round the filter refuses is not released and training stops (``RoundLog.released``
+is False and ``stopped`` says why).
 """
 
 from __future__ import annotations
@@ -14,23 +20,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import jax
 import numpy as np
 
 from ppr.crypto.errors import AggregateRejectedError
-from ppr.federated.aggregators import CohortAggregator, RoundAggregate
-from ppr.federated.devices import DeviceFleet, apply_dropout, sample_cohort
+from ppr.federated.fleet import DeviceFleet, apply_dropout, sample_participants
 from ppr.federated.server import Server, ServerState
+from ppr.federated.summation import RoundSum, SumStrategy
 
 logger = logging.getLogger("ppr.federated")
 
 
 class RoundLog(NamedTuple):
-    """What one round did (saved as a line of ``metrics.jsonl``)."""
+    """What one round did (a line of ``metrics.jsonl``). ``eligible``, ``noise_multiplier`` and
+    ``released`` are data-independent; the counts and norms are diagnostics (not private)."""
 
     round: int
+    eligible: int
     sampled: int
     accepted: int
     dropped: int
@@ -41,59 +49,92 @@ class RoundLog(NamedTuple):
     upload_bytes: int
     seconds: float
     aggregate_rejected: bool = False
+    released: bool = True
+    stopped: str = ""
 
     def as_dict(self) -> dict:
         return self._asdict()
 
 
+class RoundAccounting(Protocol):
+    """The trusted side's ledger keeper, charged as rounds happen."""
+
+    def admit(self, noise_multiplier: float | None) -> str:
+        """``""`` when releasing a round with this noise keeps the run within its target, else
+        the reason it is refused (decided on planned, data-independent quantities only)."""
+        ...
+
+    def charge(self, round_idx: int, noise_multiplier: float | None, eligible: np.ndarray) -> None:
+        """Record a released round for the run and for every eligible device."""
+        ...
+
+
 class FederatedTrainer:
-    """Runs ``rounds`` rounds of federated MF: devices -> aggregator -> server."""
+    """Runs rounds of federated MF: devices -> summation -> release -> server."""
 
     def __init__(
         self,
         fleet: DeviceFleet,
-        aggregator: CohortAggregator,
+        summation: SumStrategy,
         server: Server,
         *,
         sampling: str,
         sampling_rate: float,
-        cohort_size: int,
+        participants: int,
         dropout_rate: float,
         clip_norm: float,
         fixed_denominator: float | None,
+        accounting: RoundAccounting | None = None,
     ) -> None:
-        self.fleet, self.aggregator, self.server = fleet, aggregator, server
+        self.fleet, self.summation, self.server = fleet, summation, server
         self.sampling, self.sampling_rate = sampling, float(sampling_rate)
-        self.cohort_size, self.dropout_rate = int(cohort_size), float(dropout_rate)
+        self.participants, self.dropout_rate = int(participants), float(dropout_rate)
         self.clip_norm = float(clip_norm)
         self.fixed_denominator = fixed_denominator
+        self.accounting = accounting
+
+    def _sum(self, t: int, devices, key: jax.Array) -> tuple[RoundSum, bool]:
+        try:
+            return self.summation.aggregate(t, devices, key), False
+        except AggregateRejectedError as exc:
+            # The key holder refused to release the sum (a device sent what no honest device
+            # can: see ppr.crypto). Nothing is released, nothing is charged, the model stays.
+            logger.warning("round %d skipped: %s", t + 1, exc)
+            return RoundSum(np.zeros(0), 0, 0), True
+
+    def _release(
+        self, state: ServerState, t: int, agg: RoundSum, eligible: np.ndarray
+    ) -> tuple[ServerState, bool, str]:
+        """Admit, charge and apply one round's sum: (state, released, why it stopped)."""
+        if not (agg.n_accepted > 0 or agg.noise_multiplier):
+            return state, False, ""  # nothing to release: free
+        if self.accounting is not None:
+            why = self.accounting.admit(agg.noise_multiplier)
+            if why:
+                logger.warning("round %d not released: %s", t + 1, why)
+                return state, False, why
+            self.accounting.charge(t, agg.noise_multiplier, eligible)
+        denom = self.fixed_denominator if self.fixed_denominator else max(agg.n_accepted, 1)
+        return self.server.step(state, agg.total, denom), True, ""
 
     def round(self, state: ServerState, t: int, key: jax.Array) -> tuple[ServerState, RoundLog]:
         start = time.perf_counter()
-        k_round = jax.random.fold_in(key, t)
-        k_sample, k_drop, k_agg = jax.random.split(k_round, 3)
-        cohort = sample_cohort(
-            k_sample, self.fleet.population, self.sampling, self.sampling_rate, self.cohort_size
+        k_sample, k_drop, k_sum = jax.random.split(jax.random.fold_in(key, t), 3)
+        eligible = self.fleet.population
+        sampled = sample_participants(
+            k_sample, eligible, self.sampling, self.sampling_rate, self.participants
         )
-        survivors, dropped = apply_dropout(k_drop, cohort, self.dropout_rate)
+        survivors, dropped = apply_dropout(k_drop, sampled, self.dropout_rate)
         devices = self.fleet.compute(state.q, survivors, self.clip_norm)
-        try:
-            agg = self.aggregator.aggregate(t, devices, k_agg)
-            refused = False
-        except AggregateRejectedError as exc:
-            # The key holder refused to release the sum (a device sent what no honest device
-            # can: see ppr.crypto). Nothing is released and the model does not move; the round
-            # stays charged in the privacy ledger, and training goes on.
-            logger.warning("round %d skipped: %s", t + 1, exc)
-            agg = RoundAggregate(np.zeros(0), 0, 0)
-            refused = True
-        denom = self.fixed_denominator if self.fixed_denominator else max(agg.n_accepted, 1)
-        if not refused and (agg.n_accepted > 0 or agg.noise_multiplier):
-            state = self.server.step(state, agg.total, denom)
+        agg, refused = self._sum(t, devices, k_sum)
+        released, why = False, ""
+        if not refused:
+            state, released, why = self._release(state, t, agg, eligible)
         norms = devices.norms() if survivors.size else np.zeros(0)
         log = RoundLog(
             round=t + 1,
-            sampled=int(cohort.size),
+            eligible=int(eligible.size),
+            sampled=int(sampled.size),
             accepted=int(agg.n_accepted),
             dropped=int(dropped.size) + len(agg.dropped),
             rejected=len(agg.rejected),
@@ -103,6 +144,8 @@ class FederatedTrainer:
             upload_bytes=int(agg.upload_bytes),
             seconds=time.perf_counter() - start,
             aggregate_rejected=refused,
+            released=released,
+            stopped=why,
         )
         return state, log
 
@@ -114,12 +157,14 @@ class FederatedTrainer:
         on_round: Callable[[ServerState, RoundLog], None] | None = None,
         start: int = 0,
     ) -> tuple[ServerState, list[RoundLog]]:
-        """Rounds ``start .. rounds - 1`` from ``state``. Round ``t`` uses ``fold_in(key, t)``, so
-        resuming from a checkpoint after round ``start`` gives the uninterrupted run's numbers."""
+        """Rounds ``start .. rounds - 1`` from ``state`` (round ``t`` uses ``fold_in(key, t)``);
+        stops early when the privacy filter refuses a round."""
         logs: list[RoundLog] = []
         for t in range(int(start), int(rounds)):
             state, log = self.round(state, t, key)
             logs.append(log)
             if on_round is not None:
                 on_round(state, log)
+            if log.stopped:
+                break
         return state, logs

@@ -2,10 +2,10 @@
 update of the item matrix, and the baselines (popularity, centralized ALS with the same code)."""
 
 from ppr.model.mf import (
-    CohortBatch,
-    CohortUpdate,
+    BatchUpdate,
+    DeviceBatch,
     MFHyper,
-    cohort_update,
+    batch_update,
     dense_updates,
     init_item_factors,
     pack_buckets,
@@ -13,10 +13,10 @@ from ppr.model.mf import (
 )
 
 __all__ = [
-    "CohortBatch",
-    "CohortUpdate",
+    "BatchUpdate",
+    "DeviceBatch",
     "MFHyper",
-    "cohort_update",
+    "batch_update",
     "dense_updates",
     "init_item_factors",
     "pack_buckets",

@@ -8,8 +8,8 @@ Loss of user ``u`` (positives r_ui = 1, everything else 0)::
 
     p_u = (Q^T Q + alpha Q_u^T Q_u + lambda I)^{-1} (1 + alpha) Q_u^T 1
 
-``Q^T Q`` is shared by the cohort (computed once per round); ``Q_u`` are the rows of the device's
-own items, gathered from padded item lists.
+``Q^T Q`` is shared by the round's devices (computed once per round); ``Q_u`` are the rows of the
+device's own items, gathered from padded item lists.
 
 *Device update* of the item matrix: with ``p_u`` fixed, ``local_steps`` gradient steps of size
 ``local_lr`` on ``L_u / 2`` move ``Q`` by ``v_K p_u^T`` where::
@@ -18,11 +18,11 @@ own items, gathered from padded item lists.
 
 so the update is *always an outer product* ``Delta Q_u = v_K p_u^T`` (``v_1 = local_lr e_u`` with
 the residual ``e_u = c_u * (r_u - Q p_u)``). Hence ``||Delta Q_u||_F = ||v_K|| ||p_u||`` and the
-clipped cohort sum ``sum_u f_u v_u p_u^T = (f * V)^T P`` is one matrix product: no dense per-device
+clipped round sum ``sum_u f_u v_u p_u^T = (f * V)^T P`` is one matrix product: no dense per-device
 matrix is formed unless a device must really send one (encryption: :func:`dense_updates`).
 
 With one local step (the default) even ``V`` is not formed: ``v_u = -Q p_u + (sparse part on the
-device's own items)``, so the cohort sum is ``-Q (P^T F P) + scatter(...)`` and the norms come from
+device's own items)``, so the round sum is ``-Q (P^T F P) + scatter(...)`` and the norms come from
 ``p^T (Q^T Q) p`` (see :func:`_bucket_update_one_step`): O(L d + d^2) per device, exact.
 Stability of the local iteration needs ``local_lr (1 + alpha) ||p_u||^2 < 2``.
 
@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppr.data.split import UserItems
+from ppr.privacy.clipping import clip_factors
 
 
 class MFHyper(NamedTuple):
@@ -53,7 +54,7 @@ class MFHyper(NamedTuple):
     local_lr: float = 1.0
 
 
-class CohortBatch(NamedTuple):
+class DeviceBatch(NamedTuple):
     """One padded bucket of devices: ``items[b, :]`` the device's item ids (padding -> 0 with
     ``mask`` 0), ``valid[b]`` 1 for a real device, ``users[b]`` its user index (-1 for padding)."""
 
@@ -63,7 +64,7 @@ class CohortBatch(NamedTuple):
     users: np.ndarray
 
 
-class CohortUpdate(NamedTuple):
+class BatchUpdate(NamedTuple):
     """Result of a bucket: the clipped sum of updates, per-device norms (before clipping), the
     clip factors, and what is needed to rebuild each device's dense update ``v_u p_u^T``.
 
@@ -98,16 +99,16 @@ def _bucket_rows(n: int) -> int:
     return lo if n == lo else (lo * 3 // 2 if n <= lo * 3 // 2 else 2 * lo)
 
 
-def pack_buckets(items: UserItems, users: np.ndarray, max_rows: int = 4096) -> list[CohortBatch]:
+def pack_buckets(items: UserItems, users: np.ndarray, max_rows: int = 4096) -> list[DeviceBatch]:
     """Group ``users`` by item-count bucket (powers of two) and pad each group to a fixed shape.
 
-    Shapes are powers of two, so a run compiles a handful of kernels whatever the cohort. Users with
+    Shapes are powers of two, so a run compiles a handful of kernels whatever the round. Users with
     no items are still returned (their update is zero); order inside a bucket follows ``users``.
     """
     users = np.asarray(users, dtype=np.int64)
     counts = items.counts()[users]
     lens = np.array([_bucket_len(c) for c in counts]) if users.size else np.zeros(0, int)
-    out: list[CohortBatch] = []
+    out: list[DeviceBatch] = []
     for length in np.unique(lens):
         members = users[lens == length]
         for start in range(0, members.size, max_rows):
@@ -126,7 +127,7 @@ def pack_buckets(items: UserItems, users: np.ndarray, max_rows: int = 4096) -> l
             valid[: group.size] = 1.0
             uu = np.full(rows, -1, dtype=np.int64)
             uu[: group.size] = group
-            out.append(CohortBatch(it, mk, valid, uu))
+            out.append(DeviceBatch(it, mk, valid, uu))
     return out
 
 
@@ -144,7 +145,7 @@ def pcg_iterations(alpha: float, tol: float = SOLVE_TOLERANCE) -> int:
     """Iterations of the preconditioned CG user solve that guarantee ``tol`` (A-norm, relative).
 
     The device's system is ``A_u = M + alpha Q_u^T Q_u`` with ``M = Q^T Q + lambda I`` shared by
-    the cohort. Since ``Q^T Q`` contains the rows ``Q_u``,
+    the round. Since ``Q^T Q`` contains the rows ``Q_u``,
     ``0 <= M^{-1/2} Q_u^T Q_u M^{-1/2} <= I``, so the ``M``-preconditioned system has condition
     number ``kappa <= 1 + alpha`` *whatever the data*, and CG's error contracts by
     ``rho = (sqrt(kappa) - 1) / (sqrt(kappa) + 1)`` per iteration:
@@ -243,7 +244,7 @@ def _bucket_update_one_step(q, g, m_inv, items, mask, valid, alpha, reg, clip_no
     """One local step, without any ``(B, n_items)`` array: ``v_u = c_u * (r_u - Q p_u)`` splits into
     the dense part ``-Q p_u`` and a part on the device's own items, ``(1 + alpha)(1 - q_i.p_u) +
     q_i.p_u`` (the residual weighted by ``c = 1 + alpha``, minus the dense part already counted).
-    Hence ``||v_u||^2 = p^T G p + sum_{i in u} (obs_i^2 - 2 obs_i q_i.p)`` and the cohort sum is
+    Hence ``||v_u||^2 = p^T G p + sum_{i in u} (obs_i^2 - 2 obs_i q_i.p)`` and the round sum is
     ``-Q (P^T F P) + scatter_i(obs_ui f_u p_u)``: cost O(L d + d^2) per device, exact."""
     p = _solve(q, g, m_inv, items, mask, alpha, reg, iters)  # (B, d)
     qg = q[items]  # (B, L, d)
@@ -252,15 +253,12 @@ def _bucket_update_one_step(q, g, m_inv, items, mask, valid, alpha, reg, clip_no
     dense_sq = jnp.einsum("bd,de,be->b", p, g, p)  # ||Q p_u||^2
     v_sq = dense_sq + jnp.sum(obs * obs - 2.0 * obs * pred, axis=1)
     norms = jnp.sqrt(jnp.maximum(v_sq, 0.0)) * jnp.linalg.norm(p, axis=1)
-    factors = jnp.where(
-        jnp.isfinite(clip_norm), jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-12)), 1.0
-    )
-    factors = factors * valid
+    factors = clip_factors(norms, clip_norm) * valid
     fp = p * factors[:, None]
     total = -(q @ (p.T @ fp))
     contrib = obs[..., None] * fp[:, None, :]  # (B, L, d)
     total = total.at[items.reshape(-1)].add(contrib.reshape(-1, p.shape[1]))
-    return CohortUpdate(total, norms, factors, p, obs, None)
+    return BatchUpdate(total, norms, factors, p, obs, None)
 
 
 @partial(jax.jit, static_argnames=("local_steps", "iters"))
@@ -280,23 +278,20 @@ def _bucket_update(
 
     v, _ = jax.lax.scan(step, jnp.zeros_like(base), None, length=local_steps)
     norms = jnp.linalg.norm(v, axis=1) * jnp.sqrt(pp[:, 0])
-    factors = jnp.where(
-        jnp.isfinite(clip_norm), jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-12)), 1.0
-    )
-    factors = factors * valid
+    factors = clip_factors(norms, clip_norm) * valid
     total = (v * factors[:, None]).T @ p
-    return CohortUpdate(total, norms, factors, p, jnp.zeros_like(mask), v)
+    return BatchUpdate(total, norms, factors, p, jnp.zeros_like(mask), v)
 
 
-def cohort_update(
+def batch_update(
     q: jax.Array,
     g: jax.Array,
-    batch: CohortBatch,
+    batch: DeviceBatch,
     hyper: MFHyper,
     clip_norm: float = float("inf"),
     valid: np.ndarray | None = None,
     m_inv: jax.Array | None = None,
-) -> CohortUpdate:
+) -> BatchUpdate:
     """Updates of one bucket of devices, each clipped to Frobenius norm ``clip_norm`` (inf: none).
 
     ``valid`` overrides ``batch.valid`` (e.g. to drop devices that dropped out this round);
@@ -327,7 +322,7 @@ def cohort_update(
     )
 
 
-def dense_updates(upd: CohortUpdate, q: jax.Array, items: jax.Array) -> jax.Array:
+def dense_updates(upd: BatchUpdate, q: jax.Array, items: jax.Array) -> jax.Array:
     """Each device's clipped update as a flat vector ``f_u vec(v_u p_u^T)``: shape (B, n_items*dim).
 
     Only needed when devices must send a dense update (CKKS, distributed noise)."""

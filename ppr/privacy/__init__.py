@@ -4,19 +4,25 @@ Google's ``dp_accounting``.
 * :mod:`~ppr.privacy.clipping`: per-device L2 clipping (dense and outer-product updates).
 * :mod:`~ppr.privacy.noise`: every Gaussian sample (central and distributed noise) in one place.
 * :mod:`~ppr.privacy.events`: the DpEvents of ppr's mechanisms and their JSON encoding.
-* :mod:`~ppr.privacy.accounting`: ε from RDP / PLD accountants, noise calibration.
+* :mod:`~ppr.privacy.accounting`: ε from the PLD (default) / RDP accountants, noise calibration.
 * :mod:`~ppr.privacy.ledger`: the immutable ledger of named releases, saved as JSON.
 * :mod:`~ppr.privacy.popularity`: DP item-popularity counts (bounded contributions).
-* :mod:`~ppr.privacy.plan`: δ rule, budget split, and :func:`plan_privacy` for the trainer.
+* :mod:`~ppr.privacy.plan`: δ and population floors, budget split, :func:`plan_privacy`.
+* :mod:`~ppr.privacy.spend`: live per-device accounting and the data-independent filter.
+* :mod:`~ppr.privacy.randomness`: secret (OS) or labelled seeded keys for the noise.
 """
 
 from ppr.privacy.accounting import (
     ACCOUNTANTS,
+    DEFAULT_ACCOUNTANT,
     PLD_INTERVAL,
     RDP_ORDERS,
     calibrate_event,
     calibrate_noise_multiplier,
+    canonical_event,
+    clear_cache,
     epsilon_of,
+    gaussian_epsilon,
     make_accountant,
     quiet_absl,
 )
@@ -43,8 +49,12 @@ from ppr.privacy.noise import (
     realized_noise_multiplier,
 )
 from ppr.privacy.plan import (
+    MAX_DELTA,
+    MIN_DP_POPULATION,
     PrivacyPlan,
+    check_population,
     default_delta,
+    max_delta,
     plan_privacy,
     popularity_noise_for_share,
     resolve_delta,
@@ -55,19 +65,29 @@ from ppr.privacy.popularity import (
     csr_from_pairs,
     private_item_counts,
 )
+from ppr.privacy.randomness import NoiseSource, noise_source, secret_key
+from ppr.privacy.spend import PrivacySpend, load_spend, spend_from_json
 
 __all__ = [
     "ACCOUNTANTS",
+    "DEFAULT_ACCOUNTANT",
+    "MAX_DELTA",
+    "MIN_DP_POPULATION",
     "PLD_INTERVAL",
     "RDP_ORDERS",
     "CsrItems",
     "LedgerEntry",
+    "NoiseSource",
     "PrivacyLedger",
     "PrivacyPlan",
+    "PrivacySpend",
     "bounded_contributions",
     "calibrate_event",
     "calibrate_noise_multiplier",
+    "canonical_event",
     "central_noise",
+    "check_population",
+    "clear_cache",
     "clip_factors",
     "clip_updates",
     "clipped_outer_product_sum",
@@ -79,12 +99,16 @@ __all__ = [
     "epsilon_of",
     "event_from_json",
     "event_to_json",
+    "gaussian_epsilon",
     "gaussian_noise",
     "gaussian_rounds_event",
     "ledger_from_json",
     "load_ledger",
+    "load_spend",
     "make_accountant",
+    "max_delta",
     "min_cohort_size",
+    "noise_source",
     "outer_product_clip_factors",
     "plan_privacy",
     "popularity_noise_for_share",
@@ -93,4 +117,6 @@ __all__ = [
     "realized_noise_multiplier",
     "realized_rounds_event",
     "resolve_delta",
+    "secret_key",
+    "spend_from_json",
 ]

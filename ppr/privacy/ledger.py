@@ -5,6 +5,12 @@ more entry. Its ε is computed only by an accountant over the composition of all
 release that is not in the ledger is not covered by the reported ε. The JSON form is
 ``{"format": "ppr.privacy.ledger/1", "entries": [{"name", "description", "event"}], ...}`` with
 events encoded by :func:`ppr.privacy.events.event_to_json`; :func:`ledger_from_json` reverses it.
+
+Honest ε: an empty ledger (nothing released) has ε = 0; a ledger with a non-private release
+(``NonPrivateDpEvent``, e.g. an un-noised aggregate, or a Gaussian with σ = 0) has ε = inf, and
+its JSON summary says ``"epsilon": "inf"`` (strict JSON has no infinity). The default accountant
+is PLD; the format is unchanged from the first version (``ppr.privacy.ledger/1``), so older
+ledgers load as before.
 """
 
 from __future__ import annotations
@@ -65,11 +71,12 @@ class PrivacyLedger:
         """All entries composed, in order."""
         return dp_accounting.ComposedDpEvent([e.event for e in self.entries])
 
-    def epsilon(self, delta: float, accountant: str = "rdp") -> float:
-        """ε of the whole ledger at ``delta`` (0 for an empty ledger)."""
+    def epsilon(self, delta: float, accountant: str = "pld") -> float:
+        """ε of the whole ledger at ``delta``: 0 for an empty ledger, inf if any release is
+        non-private."""
         return epsilon_of(self.composed(), delta, accountant)
 
-    def to_dict(self, delta: float | None = None, accountant: str = "rdp") -> dict[str, Any]:
+    def to_dict(self, delta: float | None = None, accountant: str = "pld") -> dict[str, Any]:
         """JSON-compatible dict; with ``delta``, a ``summary`` with the accountant's ε is added
         (informational: :func:`ledger_from_json` ignores it)."""
         out: dict[str, Any] = {
@@ -85,14 +92,15 @@ class PrivacyLedger:
                 "delta": float(delta),
                 "accountant": accountant,
                 "epsilon": eps if math.isfinite(eps) else "inf",
+                "private": math.isfinite(eps),
             }
         return out
 
-    def to_json(self, delta: float | None = None, accountant: str = "rdp") -> str:
+    def to_json(self, delta: float | None = None, accountant: str = "pld") -> str:
         """Strict JSON text of :meth:`to_dict`."""
         return json.dumps(self.to_dict(delta, accountant), indent=2, allow_nan=False)
 
-    def save(self, path: str | Path, delta: float | None = None, accountant: str = "rdp") -> Path:
+    def save(self, path: str | Path, delta: float | None = None, accountant: str = "pld") -> Path:
         """Write :meth:`to_json` atomically (temporary file in the same folder + ``os.replace``)."""
         return atomic_write_text(path, self.to_json(delta, accountant) + "\n")
 

@@ -113,3 +113,28 @@ def realized_noise_multiplier(
     check_count("n_survived", n_survived, minimum=0)
     ratio = min(int(n_survived), int(n_planned_min)) / int(n_planned_min)
     return float(noise_multiplier) * math.sqrt(ratio)
+
+
+def device_noise_share(key: jax.Array, device_id: int, size: int, std: float) -> jnp.ndarray:
+    """Device ``device_id``'s share of one round: ``N(0, std²)`` of length ``size`` from
+    ``fold_in(key, device_id)`` (``key``: the round's secret noise key). Independent of how a
+    round's devices are batched; :func:`device_noise_shares` is the same for many devices."""
+    return gaussian_noise(jax.random.fold_in(key, int(device_id)), (int(size),), std)
+
+
+def device_noise_shares(key: jax.Array, device_ids, size: int, std: float) -> jnp.ndarray:
+    """:func:`device_noise_share` of every id in ``device_ids``, as rows (vectorized)."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(device_ids, jnp.uint32))
+    return jax.vmap(lambda k: gaussian_noise(k, (int(size),), std))(keys)
+
+
+#: Per-coordinate range of a device's message under distributed noise: C + this many share stds.
+NOISE_SHARE_RANGE = 8.0
+
+
+def secret_key() -> jax.Array:
+    """A JAX PRNG key from the operating system's entropy (``secrets``), never written anywhere:
+    the key of DP noise and private sampling unless an explicit ``noise_seed`` asks otherwise."""
+    import secrets
+
+    return jax.random.PRNGKey(secrets.randbits(63))

@@ -1,40 +1,12 @@
-"""Reporting: sweeps over ε × seeds × config keys, their tables, CSV/JSON files and plots.
+"""Reporting: tables, plots and grouping of run rows (mean and std over seeds) and their files.
 
-``run_sweep(cfg, out_dir, workers=..., resume=..., progress=...) -> SweepResult`` is the entry
-point (see :mod:`ppr.reporting.sweep` for the directory layout and the resume rules). Its parts:
-:mod:`ppr.reporting.grid` (the points of a grid, their ids and configs),
-:mod:`ppr.reporting.runner` (running points, ``point.json``, parallel workers),
-:mod:`ppr.reporting.aggregate` (run rows, mean/std over seeds, the CSV/JSON files and the plot).
-Every file is written atomically (:mod:`ppr.io`). matplotlib is imported only when a plot
-is drawn.
+The sweep itself (its grid, its executor, its directory) is in :mod:`ppr.experiments`; this
+package only turns rows into tables (:mod:`~ppr.reporting.tables`), aggregated rows and files
+(:mod:`~ppr.reporting.grouping`) and plots (:mod:`~ppr.reporting.plots`; matplotlib is imported
+only when a plot is drawn). It imports nothing above it.
 """
 
-from ppr.io import (
-    atomic_write_bytes,
-    atomic_write_csv,
-    atomic_write_json,
-    atomic_write_text,
-    json_safe,
-)
-from ppr.reporting.aggregate import aggregate_runs
-from ppr.reporting.grid import SweepPoint, expand_grid, point_config
-from ppr.reporting.runner import auto_workers
-from ppr.reporting.sweep import SweepProgress, SweepResult, run_sweep
+from ppr.reporting.grouping import summarize_runs, write_reports
 from ppr.reporting.tables import sweep_table
 
-__all__ = [
-    "SweepPoint",
-    "SweepProgress",
-    "SweepResult",
-    "aggregate_runs",
-    "atomic_write_bytes",
-    "atomic_write_csv",
-    "atomic_write_json",
-    "atomic_write_text",
-    "auto_workers",
-    "expand_grid",
-    "json_safe",
-    "point_config",
-    "run_sweep",
-    "sweep_table",
-]
+__all__ = ["summarize_runs", "sweep_table", "write_reports"]

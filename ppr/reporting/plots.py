@@ -35,7 +35,7 @@ def _label(row: dict[str, Any], grid_keys: Sequence[str]) -> str:
 def plot_recall_vs_epsilon(
     points: Sequence[dict[str, Any]], path: str | Path, grid_keys: Sequence[str] = ()
 ) -> Path:
-    """Draw the aggregated sweep ``points`` (rows of :func:`~ppr.reporting.sweep.run_sweep`) to
+    """Draw the aggregated sweep ``points`` (rows of :func:`~ppr.experiments.sweep.run_sweep`) to
     the PNG file ``path`` (atomically) and return ``path``."""
     from matplotlib.figure import Figure
 

@@ -1,6 +1,6 @@
 """Rich tables of sweep results (for terminals; the numbers themselves live in points.json/.csv).
 
-Rows are the aggregated points of :func:`~ppr.reporting.sweep.run_sweep`, JSON-safe (ε = ∞ is
+Rows are the aggregated points of :func:`~ppr.experiments.sweep.run_sweep`, JSON-safe (ε = ∞ is
 ``"inf"``); a missing value prints as an em dash, never as a made-up number.
 """
 

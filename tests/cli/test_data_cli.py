@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import typer
+from ppr_cli.data import app as data_app
 from typer.testing import CliRunner
-
-from cli.data import app as data_app
 
 ROOT = Path(__file__).resolve().parents[2]
 root = typer.Typer()

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ppr_cli._common import ctrl_c_checkpoint
 
-from cli._common import ctrl_c_checkpoint
-from ppr.reporting.runner import POINT_FILE
+from ppr.experiments.executor import POINT_FILE
 
 
 def _children(pid: int) -> list[int]:
@@ -49,7 +49,7 @@ PPR = [
     sys.executable,
     "-c",
     "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from cli.main import app; app()",
+    "from ppr_cli.main import app; app()",
 ]
 ROOT = Path(__file__).resolve().parents[2]
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import typer
+from ppr_cli import privacy
 from typer.testing import CliRunner
 
-from cli import privacy
 from ppr.privacy import dpfedavg_event, epsilon_of
 
 app = typer.Typer()
@@ -31,7 +31,7 @@ def test_epsilon_table() -> None:
         ],
     )
     assert r.exit_code == 0, r.stderr
-    expected = epsilon_of(dpfedavg_event(1.0, 0.1, 100), 1e-5, "rdp")
+    expected = epsilon_of(dpfedavg_event(1.0, 0.1, 100), 1e-5, "pld")  # the default
     assert "epsilon" in r.stdout and f"{expected:.4f}" in r.stdout
 
 

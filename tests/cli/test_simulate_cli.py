@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from ppr_cli.main import app
 from typer.testing import CliRunner
 
-from cli.main import app
 from ppr.config import load_config
 
 runner = CliRunner()
@@ -106,7 +106,7 @@ def test_user_errors_exit_2_one_line(tmp_path, case):
 
 def test_resume_finishes_an_interrupted_run(tmp_path):
     """An interrupted run (left as a hidden .partial directory) is finished by --resume."""
-    from ppr.pipeline import run_simulation
+    from ppr.experiments.simulate import simulate
 
     cfg = load_config(
         None,
@@ -123,7 +123,7 @@ def test_resume_finishes_an_interrupted_run(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_simulation(cfg, progress=boom)
+        simulate(cfg, progress=boom)
     (partial,) = list(tmp_path.iterdir())
     res = runner.invoke(app, ["simulate", "--resume", str(partial), "--json"])
     assert res.exit_code == 0, res.output

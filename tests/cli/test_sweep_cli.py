@@ -6,9 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from ppr_cli.main import app
 from typer.testing import CliRunner
-
-from cli.main import app
 
 runner = CliRunner()
 

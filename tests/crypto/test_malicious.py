@@ -8,6 +8,10 @@ real CkksSecureAggregation and FederatedTrainer) sends a bad payload:
   key holder refuses the whole aggregate (``AggregateRejectedError``); the trainer skips the round
   (nothing released, the model does not move) and goes on: one device can waste rounds (a denial
   of service for as long as it is sampled), not stop the run;
+* a well-formed ciphertext of garbage (a byte of its own ciphertext flipped, under a valid frame
+  digest): accepted by the aggregator, refused by the key holder; measured over a run with
+  Poisson sampling, the device costs exactly the rounds it is sampled into (a fraction q of the
+  run) and no other;
 * with the clip norm known, the key holder also refuses a sum whose L2 norm exceeds n C + ||noise||;
 * a correctly encrypted update beyond the value bound but whose coordinates stay below what the
   aggregate check allows (``n_accepted`` value bounds), or one with every coordinate within the
@@ -37,10 +41,10 @@ from ppr.crypto import (
     precision_bound,
 )
 from ppr.federated import (
-    DenseAggregator,
     DeviceFleet,
+    EncodedSum,
     FederatedTrainer,
-    RoundAggregate,
+    RoundSum,
     Server,
 )
 from ppr.model.mf import MFHyper, init_item_factors
@@ -50,25 +54,28 @@ BAD = 5  # the malicious device
 ROUNDS = itertools.count()
 
 
-class OneBadDevice(DenseAggregator):
-    """Honest devices encrypt their real updates; device ``BAD`` sends ``attack(round, own)``
-    instead of its own framed update ``own``."""
+class OneBadDevice(EncodedSum):
+    """Honest devices encrypt their real updates; device ``BAD``, when it takes part, sends
+    ``attack(round, own)`` instead of its own framed update ``own``."""
 
     def __init__(self, secure: CkksSecureAggregation, attack) -> None:
         super().__init__(secure, N_ITEMS, DIM)
         self.attack = attack
         self.encryptor = DeviceEncryptor(secure.public_context, secure.spec)
         self.honest_sum: np.ndarray | None = None
+        self.bad_rounds: list[int] = []  # rounds the bad device took part in
 
     def aggregate(self, round_idx, devices, key, *, noise=None, noise_share_std=0.0):
         rows, ids = self._rows(devices, key, noise_share_std)
         msgs = {
             int(d): self.encryptor.encrypt(r, round_idx) for d, r in zip(ids, rows, strict=True)
         }
-        msgs[BAD] = self.attack(round_idx, msgs[BAD])
+        if BAD in msgs:
+            msgs[BAD] = self.attack(round_idx, msgs[BAD])
+            self.bad_rounds.append(round_idx)
         self.honest_sum = rows[ids != BAD].astype(np.float64).sum(axis=0)
         res = self.secure.aggregate_messages(msgs, round_idx)
-        return RoundAggregate(
+        return RoundSum(
             res.total.reshape(N_ITEMS, DIM), res.n_accepted, res.upload_bytes, res.rejected
         )
 
@@ -87,15 +94,17 @@ def fleet() -> DeviceFleet:
     return DeviceFleet(items, np.ones(N_USERS, bool), MFHyper(3.0, 2.0))
 
 
-def _trainer(fleet: DeviceFleet, agg: OneBadDevice) -> tuple[FederatedTrainer, object]:
+def _trainer(
+    fleet: DeviceFleet, agg: OneBadDevice, rate: float = 1.0
+) -> tuple[FederatedTrainer, object]:
     server = Server(optax.adam(0.05))
     trainer = FederatedTrainer(
         fleet,
         agg,
         server,
         sampling="poisson",
-        sampling_rate=1.0,
-        cohort_size=N_USERS,
+        sampling_rate=rate,
+        participants=N_USERS,
         dropout_rate=0.0,
         clip_norm=CLIP,
         fixed_denominator=None,
@@ -144,6 +153,39 @@ def test_a_refused_aggregate_skips_the_round_and_training_goes_on(secure, fleet,
     # the round index is spent: it cannot be retried to learn more
     with pytest.raises(ProtocolError, match="already aggregated"):
         secure.aggregate_messages({}, t)
+
+
+def _garbage(public_context: bytes, own: bytes, r: int) -> bytes:
+    """The device's own ciphertext with one byte flipped, framed with a valid digest: a
+    well-formed ciphertext of garbage (a flip that parses: most do)."""
+    ctx = ts.context_from(public_context)
+    (chunk,) = decode_frame(own)[1]
+    for offset in range(200, 20_000, 997):
+        bad = bytearray(chunk)
+        bad[len(bad) - offset] ^= 0x10
+        try:
+            ts.ckks_vector_from(ctx, bytes(bad))
+        except Exception:
+            continue
+        return encode_frame([bytes(bad)], r)
+    raise AssertionError("no flipped ciphertext parsed")
+
+
+def test_a_garbage_ciphertext_costs_exactly_the_rounds_its_device_is_sampled_into(secure, fleet):
+    """The measured cost of the undetectable case: with Poisson sampling at q = 0.5 over 8
+    rounds, the rounds refused are exactly those the bad device took part in, every other round
+    is released, and the run goes on (q = 1 would refuse every round: no training at all)."""
+    agg = OneBadDevice(secure, lambda r, own: _garbage(secure.public_context, own, r))
+    trainer, state = _trainer(fleet, agg, rate=0.5)
+    start = next(ROUNDS)
+    for _ in range(7):
+        next(ROUNDS)
+    _, logs = trainer.fit(state, start + 8, jax.random.PRNGKey(3), start=start)
+    refused = [lg.round - 1 for lg in logs if lg.aggregate_rejected]  # logs count from 1
+    assert refused == agg.bad_rounds
+    assert 0 < len(refused) < len(logs)  # this key samples the device in some rounds only
+    released = [lg for lg in logs if not lg.aggregate_rejected]
+    assert all(lg.released and lg.rejected == 0 for lg in released if lg.accepted)
 
 
 def test_l2_check_refuses_an_in_bound_update_with_a_huge_norm(fleet):

@@ -1,4 +1,11 @@
-"""Malformed device payloads are rejected with a logged reason; the round always completes."""
+"""Malformed device payloads are rejected with a logged reason; the round always completes.
+
+A byte flipped in transport is caught by the frame's digest (before this, a flipped byte inside a
+ciphertext usually still parsed, was accepted, and made the key holder refuse the whole round);
+a device that flips a byte of its own ciphertext and frames it with a valid digest sends a
+well-formed ciphertext of garbage, which nothing before decryption can tell apart: the key holder
+then refuses the round (documented; tests/crypto/test_malicious.py measures the cost).
+"""
 
 from __future__ import annotations
 
@@ -52,12 +59,19 @@ def _own_chunks(secure, scale: float | None = None, n: int | None = None) -> lis
     return [ts.ckks_vector(ctx, [0.1] * size, scale=scale).serialize() for _ in range(2)]
 
 
+def _flipped(frame: bytes, position: int) -> bytes:
+    out = bytearray(frame)
+    out[position] ^= 0x10
+    return bytes(out)
+
+
 def _bad_payload(case: str, secure, round_idx: int) -> object:
     rng = np.random.default_rng(0)
     dev = DeviceEncryptor(secure.public_context, secure.spec)
     good = dev.encrypt(np.full(SMALL_SIZE, 0.5), round_idx)
     _, chunks = decode_frame(good)
     return {
+        "flipped_byte": _flipped(good, len(good) // 2),
         "garbage_bytes": rng.bytes(4000),
         "empty_bytes": b"",
         "garbage_chunks": [rng.bytes(60000), rng.bytes(60000)],
@@ -75,6 +89,7 @@ def _bad_payload(case: str, secure, round_idx: int) -> object:
 
 
 CASES = [
+    ("flipped_byte", "digest mismatch"),
     ("garbage_bytes", "not a ppr ciphertext frame"),
     ("empty_bytes", "shorter than the frame header"),
     ("garbage_chunks", "not a ciphertext under the round's parameters"),
@@ -165,3 +180,48 @@ def test_another_keys_ciphertext_passes_the_aggregator_but_the_key_holder_reject
     with pytest.raises(AggregateRejectedError, match="exceeds the bound"):
         secure.aggregate_messages(messages, r)
     assert secure.aggregator.n_accepted == 2  # the aggregator could not tell
+
+
+# header (magic, version, round, count), length table, digest, chunk start / middle / last byte
+FLIP_AT = {"magic": 0, "version": 4, "round": 6, "count": 13, "lengths": 18, "digest": 30}
+
+
+@pytest.mark.parametrize("where", [*FLIP_AT, "chunk_start", "chunk_middle", "last_byte"])
+def test_a_byte_flipped_in_transport_costs_only_its_sender(where, secure, good_rows):
+    r = next(ROUNDS)
+    dev = DeviceEncryptor(secure.public_context, secure.spec)
+    good = dev.encrypt(good_rows[1], r)
+    header = 4 + 1 + 8 + 4 + 4 * secure.spec.n_chunks + 32
+    position = {
+        **FLIP_AT,
+        "chunk_start": header + 3,
+        "chunk_middle": (header + len(good)) // 2,
+        "last_byte": len(good) - 1,
+    }[where]
+    result = secure.aggregate_messages(
+        {1: dev.encrypt(good_rows[0], r), 7: _flipped(good, position)}, r
+    )
+    assert result.n_accepted == 1 and set(result.rejected) == {7}
+    bound = precision_bound(secure.spec.params, 1)
+    np.testing.assert_allclose(result.total, good_rows[0], rtol=0, atol=bound)
+
+
+def test_a_device_that_frames_a_flipped_ciphertext_itself_costs_the_round(secure, good_rows):
+    """Undetectable before decryption: a valid digest over a ciphertext of garbage. The
+    aggregator accepts it (its coefficients look as random as any ciphertext's) and the key
+    holder refuses the whole aggregate."""
+    r = next(ROUNDS)
+    dev = DeviceEncryptor(secure.public_context, secure.spec)
+    _, chunks = decode_frame(dev.encrypt(good_rows[1], r))
+    for offset in range(200, 20_000, 997):  # most single-bit flips still parse (~87 %)
+        bad = [_flipped(chunks[0], len(chunks[0]) - offset), chunks[1]]
+        probe = Aggregator(secure.public_context, secure.spec)
+        probe.start_round(r)
+        if probe.receive(9, encode_frame(bad, r)) is None:
+            break
+    else:
+        pytest.fail("no flipped ciphertext parsed")
+    messages = {1: dev.encrypt(good_rows[0], r), 9: encode_frame(bad, r)}
+    with pytest.raises(AggregateRejectedError, match="well-formed ciphertext of garbage"):
+        secure.aggregate_messages(messages, r)
+    assert secure.aggregator.n_accepted == 2 and not secure.aggregator.rejected

@@ -17,7 +17,7 @@ from data_testutils import random_user_items
 
 from ppr.crypto import Channel, CkksSecureAggregation, PlaintextAggregation, default_params
 from ppr.crypto.channel import KIND_UPDATE, role_of
-from ppr.federated import DenseAggregator, DeviceFleet
+from ppr.federated import DeviceFleet, EncodedSum
 from ppr.model.mf import MFHyper, init_item_factors
 
 CLIP = 0.4
@@ -59,7 +59,7 @@ def test_devices_send_only_their_clipped_update(fleet_items):
 
     secure = PlaintextAggregation(N_ITEMS * DIM, CLIP)
     secure.channel = RecordingChannel()
-    out = DenseAggregator(secure, N_ITEMS, DIM).aggregate(7, rnd, jax.random.PRNGKey(1))
+    out = EncodedSum(secure, N_ITEMS, DIM).aggregate(7, rnd, jax.random.PRNGKey(1))
     assert out.n_accepted == ids.size
 
     from_devices = [m for m in secure.channel.log if role_of(m[0]) == "device"]
@@ -93,7 +93,7 @@ def test_ckks_round_messages_and_aggregator_holds_no_secret(fleet_items):
     secure = CkksSecureAggregation(N_ITEMS * DIM, default_params(), workers=1, value_bound=CLIP)
     try:
         pre = secure.channel.totals()
-        out = DenseAggregator(secure, N_ITEMS, DIM).aggregate(0, rnd, jax.random.PRNGKey(1))
+        out = EncodedSum(secure, N_ITEMS, DIM).aggregate(0, rnd, jax.random.PRNGKey(1))
         assert out.n_accepted == ids.size
         totals = secure.channel.totals()
         by_round = totals["by_round"][0]

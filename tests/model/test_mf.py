@@ -17,7 +17,7 @@ from ppr.model.mf import (
     MFHyper,
     _bucket_update,
     _bucket_update_one_step,
-    cohort_update,
+    batch_update,
     dense_updates,
     gram,
     init_item_factors,
@@ -103,7 +103,7 @@ def test_cohort_update_one_step_matches_dense_reference(items, q, clip):
     total = np.zeros((N_ITEMS, DIM))
     norms_all = []
     for b in pack_buckets(items, users):
-        upd = cohort_update(q, g, b, HYPER, jnp.float32(clip))
+        upd = batch_update(q, g, b, HYPER, jnp.float32(clip))
         assert upd.v is None
         n = int(b.valid.sum())
         dense = np.asarray(dense_updates(upd, q, b.items))
@@ -132,7 +132,7 @@ def test_cohort_update_one_step_matches_dense_reference(items, q, clip):
     if np.isfinite(clip):
         assert max(norms_all) > clip  # the test really exercised clipping
     g_total = sum(
-        np.asarray(cohort_update(q, g, b, HYPER, jnp.float32(clip)).total, np.float64)
+        np.asarray(batch_update(q, g, b, HYPER, jnp.float32(clip)).total, np.float64)
         for b in pack_buckets(items, users)
     )
     close(g_total, total)
@@ -143,7 +143,7 @@ def test_valid_override_drops_devices(items, q):
     b = pack_buckets(items, np.array([2, 3, 4]))[0]
     valid = b.valid.copy()
     valid[0] = 0.0
-    upd = cohort_update(q, g, b, HYPER, jnp.float32(1.0), valid=valid)
+    upd = batch_update(q, g, b, HYPER, jnp.float32(1.0), valid=valid)
     assert float(upd.factors[0]) == 0.0
     dense = np.asarray(dense_updates(upd, q, b.items))
     close(np.asarray(upd.total).ravel(), dense[1:].sum(axis=0))
@@ -170,7 +170,7 @@ def test_local_steps_three_matches_reference(items, q):
     hyper = MFHyper(alpha=1.0, reg=2.0, local_steps=3, local_lr=0.05)
     g = gram(q)
     b = pack_buckets(items, np.arange(1, 9))[0]
-    upd = cohort_update(q, g, b, hyper, jnp.float32(np.inf))
+    upd = batch_update(q, g, b, hyper, jnp.float32(np.inf))
     assert upd.v is not None
     n = int(b.valid.sum())
     dense = np.asarray(dense_updates(upd, q, b.items))[:n]

@@ -1,4 +1,6 @@
-"""Our ε equals fresh dp_accounting accountants; calibration reproduces the target within 1%."""
+"""Our ε equals fresh dp_accounting accountants; calibration meets the target and is tight."""
+
+import math
 
 import dp_accounting
 import pytest
@@ -10,8 +12,10 @@ from ppr.privacy import (
     PLD_INTERVAL,
     RDP_ORDERS,
     calibrate_noise_multiplier,
+    canonical_event,
     dpfedavg_event,
     epsilon_of,
+    gaussian_epsilon,
     quiet_absl,
     realized_rounds_event,
 )
@@ -63,19 +67,28 @@ def test_grouped_realized_rounds_equal_round_by_round_composition() -> None:
     acc = rdp_privacy_accountant.RdpAccountant(list(RDP_ORDERS))
     for s in sigmas:  # the slow way, as reference
         acc.compose(dpfedavg_event(s, 0.2, 1))
-    assert epsilon_of(grouped, 1e-5) == pytest.approx(acc.get_epsilon(1e-5), abs=1e-9)
+    assert epsilon_of(grouped, 1e-5, "rdp") == pytest.approx(acc.get_epsilon(1e-5), abs=1e-9)
     assert isinstance(grouped, dp_accounting.ComposedDpEvent) and len(grouped.events) == 2
 
 
 @pytest.mark.parametrize(
     ("target", "q", "rounds", "accountant"),
-    [(1.0, 0.1, 50, "rdp"), (4.0, 0.05, 200, "rdp"), (8.0, 1.0, 10, "rdp"), (2.0, 0.1, 100, "pld")],
+    [
+        (1.0, 0.1, 50, "rdp"),
+        (4.0, 0.05, 200, "rdp"),
+        (8.0, 1.0, 10, "rdp"),
+        (2.0, 0.1, 100, "pld"),
+        (8.0, 1.0, 10, "pld"),
+    ],
 )
 def test_calibrated_sigma_reproduces_target(target, q, rounds, accountant) -> None:
     delta = 1e-5
     sigma = calibrate_noise_multiplier(target, delta, q, rounds, accountant)
     eps = epsilon_of(dpfedavg_event(sigma, q, rounds), delta, accountant)
     assert 0.99 * target <= eps <= target
+    # tight: 0.1 % less noise already misses the target (checked by a fresh accountant)
+    fresh = fresh_pld if accountant == "pld" else fresh_rdp
+    assert fresh(dpfedavg_event(sigma / 1.001, q, rounds), delta) > target
 
 
 def test_calibration_with_a_popularity_event_in_the_ledger() -> None:
@@ -83,7 +96,7 @@ def test_calibration_with_a_popularity_event_in_the_ledger() -> None:
     pop = dp_accounting.GaussianDpEvent(8.0)
     sigma = calibrate_noise_multiplier(target, delta, q, rounds, "rdp", [pop])
     whole = dp_accounting.ComposedDpEvent([pop, dpfedavg_event(sigma, q, rounds)])
-    eps = epsilon_of(whole, delta)
+    eps = epsilon_of(whole, delta, "rdp")
     assert 0.99 * target <= eps <= target
     # the popularity release costs something: training alone needs less noise
     assert sigma > calibrate_noise_multiplier(target, delta, q, rounds, "rdp")
@@ -114,3 +127,42 @@ def test_calibration_validation(kwargs, message) -> None:
     with pytest.raises(ConfigError) as info:
         calibrate_noise_multiplier(**args)
     assert str(info.value) == message
+
+
+def test_pld_is_the_default_and_equals_the_exact_gaussian_at_q_1() -> None:
+    ev = dpfedavg_event(5.2, 1.0, 80)
+    assert epsilon_of(ev, 1e-4) == epsilon_of(ev, 1e-4, "pld")
+    assert epsilon_of(ev, 1e-4) == pytest.approx(7.347476, abs=1e-5)  # reference figure
+    # T Gaussian rounds are one Gaussian of σ/√T; its exact ε (Balle and Wang 2018)
+    assert gaussian_epsilon(5.2 / math.sqrt(80), 1e-4) == pytest.approx(7.347476, abs=1e-5)
+    assert epsilon_of(ev, 1e-4, "rdp") == pytest.approx(8.006, abs=1e-3)
+
+
+def test_pld_calibration_needs_less_noise_than_rdp() -> None:
+    for target, lo, hi in [(1.0, 28.3, 28.7), (8.0, 4.80, 4.92)]:
+        pld = calibrate_noise_multiplier(target, 1e-4, 1.0, 80)
+        rdp = calibrate_noise_multiplier(target, 1e-4, 1.0, 80, "rdp")
+        assert lo <= pld <= hi
+        assert 0.90 * rdp <= pld <= 0.94 * rdp
+
+
+def test_canonical_form_is_equivalent() -> None:
+    pop = dp_accounting.GaussianDpEvent(3.0)
+    rounds = dpfedavg_event(20.0, 1.0, 40)
+    sampled = dpfedavg_event(1.1, 0.1, 5)
+    whole = dp_accounting.ComposedDpEvent([pop, rounds, dp_accounting.NoOpDpEvent(), sampled])
+    canon = canonical_event(whole)
+    # Gaussians merge exactly: 1/σ_eff² = 1/9 + 40/400; identical sampled rounds keep count=
+    assert canon == dp_accounting.ComposedDpEvent(
+        [
+            dp_accounting.GaussianDpEvent(1.0 / math.sqrt(1 / 9 + 40 / 400)),
+            sampled,
+        ]
+    )
+    # the same ε as fresh accountants composing the raw events one by one
+    assert epsilon_of(whole, 1e-5, "rdp") == pytest.approx(fresh_rdp(whole, 1e-5), rel=1e-9)
+    assert epsilon_of(whole, 1e-5) == pytest.approx(fresh_pld(whole, 1e-5), rel=1e-4)
+    assert math.isinf(
+        epsilon_of(dp_accounting.ComposedDpEvent([whole, dp_accounting.NonPrivateDpEvent()]), 1e-5)
+    )
+    assert epsilon_of(dp_accounting.ComposedDpEvent([]), 1e-5) == 0.0

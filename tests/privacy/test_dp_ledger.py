@@ -37,14 +37,35 @@ def test_ledger_epsilon_matches_fresh_accountant() -> None:
         for entry in ledger.entries:
             acc.compose(entry.event)
         expected = acc.get_epsilon(1e-5)
-    assert ledger.epsilon(1e-5) == pytest.approx(expected, abs=1e-6)
-    assert ledger.epsilon(1e-5, "pld") < ledger.epsilon(1e-5, "rdp")
+    assert ledger.epsilon(1e-5, "rdp") == pytest.approx(expected, abs=1e-6)
+    assert ledger.epsilon(1e-5) == ledger.epsilon(1e-5, "pld") < ledger.epsilon(1e-5, "rdp")
 
 
-def test_empty_and_nonprivate_ledgers() -> None:
-    assert PrivacyLedger().epsilon(1e-5) == 0.0
-    leaky = PrivacyLedger().add("raw", dp_accounting.NonPrivateDpEvent())
-    assert math.isinf(leaky.epsilon(1e-5))
+@pytest.mark.parametrize("accountant", ["pld", "rdp"])
+def test_empty_and_nonprivate_ledgers(tmp_path, accountant) -> None:
+    assert PrivacyLedger().epsilon(1e-5, accountant) == 0.0  # nothing released
+    assert PrivacyLedger().to_dict(1e-5, accountant)["summary"]["epsilon"] == 0.0
+    leaky = _ledger().add("raw", dp_accounting.NonPrivateDpEvent(), "un-noised counts")
+    assert math.isinf(leaky.epsilon(1e-5, accountant))
+    zero_noise = PrivacyLedger().add("sum", dp_accounting.GaussianDpEvent(0.0))
+    assert math.isinf(zero_noise.epsilon(1e-5, accountant))
+    summary = json.loads(leaky.to_json(1e-5, accountant))["summary"]
+    assert summary["epsilon"] == "inf" and summary["private"] is False
+    path = leaky.save(tmp_path / "ledger.json", 1e-5, accountant)
+    assert json.loads(path.read_text())["summary"]["epsilon"] == "inf"
+    assert math.isinf(load_ledger(path).epsilon(1e-5, accountant))
+
+
+def test_first_format_ledgers_still_load() -> None:
+    old = (
+        '{"format": "ppr.privacy.ledger/1", "entries": [{"name": "dpfedavg", "description": '
+        '"training", "event": {"type": "SelfComposedDpEvent", "event": {"type": '
+        '"GaussianDpEvent", "noise_multiplier": 5.2}, "count": 80}}], "summary": {"delta": '
+        '0.0001, "accountant": "rdp", "epsilon": 8.006}}'
+    )
+    ledger = ledger_from_json(old)
+    assert ledger.names() == ("dpfedavg",)
+    assert ledger.epsilon(1e-4) == pytest.approx(7.347476, abs=1e-5)  # PLD by default
 
 
 def test_ledger_is_immutable_and_names_unique() -> None:

@@ -16,21 +16,40 @@ from ppr.privacy import (
 )
 
 
-@pytest.mark.parametrize(("n", "expected"), [(943, 1e-4), (1000, 1e-4), (6040, 1e-5), (1, 0.1)])
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(1, 1e-4), (80, 1e-4), (600, 1e-4), (943, 1e-4), (1000, 1e-4), (1001, 1e-5), (6040, 1e-5)],
+)
 def test_default_delta(n: int, expected: float) -> None:
     d = resolve_delta(0.0, n)
-    assert d == expected and d < 1 / n
+    assert d == expected and d <= min(1e-4, 1 / (10 * n))
 
 
-def test_delta_at_or_above_one_over_n_is_refused() -> None:
+def test_delta_above_the_floor_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         resolve_delta(0.01, 943)
     assert str(info.value) == (
-        "`privacy.delta` must be below 1/N = 0.00106 (N = 943 users). Found 0.01."
+        "`privacy.delta` must be at most min(1e-4, 1/(10 N)) = 0.0001 for N = 943 users (a "
+        "larger δ allows releasing some user's data outright; 0 picks 0.0001). Found 0.01."
     )
-    with pytest.raises(ConfigError, match="must be below 1/N"):
-        resolve_delta(1 / 943, 943)
+    with pytest.raises(ConfigError, match=r"1/\(10 N\)\) = 1.66e-05 for N = 6040"):
+        resolve_delta(1e-4, 6040)
+    with pytest.raises(ConfigError, match=r"Found 0\.0005"):
+        resolve_delta(5e-4, 10)  # the absolute cap: 1/(10 N) = 0.01 would allow it
     assert resolve_delta(1e-5, 943) == 1e-5
+    assert resolve_delta(1e-4, 1000) == 1e-4  # exactly at the bound
+
+
+def test_one_user_dp_run_is_refused() -> None:
+    cfg = PrivacyConfig(epsilon=1.0)
+    with pytest.raises(ConfigError) as info:
+        plan_privacy(cfg, 1, 1.0, 10, include_popularity=False)
+    assert "at least 20 devices" in str(info.value) and str(info.value).endswith("Found N = 1.")
+    with pytest.raises(ConfigError, match="Found N = 19"):
+        plan_privacy(cfg, 19, 1.0, 10, include_popularity=False)
+    assert plan_privacy(cfg, 20, 1.0, 10, include_popularity=False).delta == 1e-4
+    # without DP the population does not matter
+    assert plan_privacy(PrivacyConfig(), 1, 1.0, 10, include_popularity=False).delta == 1e-4
 
 
 def test_infinite_epsilon_plan_is_empty() -> None:
@@ -41,9 +60,10 @@ def test_infinite_epsilon_plan_is_empty() -> None:
 
 
 def test_popularity_share_alone_meets_its_part() -> None:
-    sigma = popularity_noise_for_share(2.0, 1e-4, 0.1)
-    eps = epsilon_of(dp_accounting.GaussianDpEvent(sigma), 1e-5)
-    assert 0.99 * 0.2 <= eps <= 0.2
+    for accountant in ("pld", "rdp"):
+        sigma = popularity_noise_for_share(2.0, 1e-4, 0.1, accountant)
+        eps = epsilon_of(dp_accounting.GaussianDpEvent(sigma), 1e-5, accountant)
+        assert 0.99 * 0.2 <= eps <= 0.2
 
 
 @pytest.mark.parametrize("include_popularity", [True, False])
@@ -52,6 +72,11 @@ def test_plan_meets_the_whole_budget(include_popularity: bool) -> None:
     plan = plan_privacy(cfg, 943, 0.1, 50, include_popularity=include_popularity)
     eps = plan.ledger.epsilon(plan.delta, plan.accountant)
     assert 0.99 * 2.0 <= eps <= 2.0
+    # what the filter needs: the planned round and popularity events
+    assert plan.round_event == dp_accounting.PoissonSampledDpEvent(
+        0.1, dp_accounting.GaussianDpEvent(plan.noise_multiplier)
+    )
+    assert (plan.sampling_rate, plan.rounds, plan.private) == (0.1, 50, True)
     names = ("popularity", "dpfedavg") if include_popularity else ("dpfedavg",)
     assert plan.ledger.names() == names
     assert plan.ledger.get("dpfedavg").event == dpfedavg_event(plan.noise_multiplier, 0.1, 50)
@@ -59,7 +84,8 @@ def test_plan_meets_the_whole_budget(include_popularity: bool) -> None:
         assert plan.ledger.get("popularity").event == dp_accounting.GaussianDpEvent(
             plan.popularity_noise_multiplier
         )
-        alone = epsilon_of(plan.ledger.get("popularity").event, 0.1 * plan.delta)
+        assert plan.popularity_event == plan.ledger.get("popularity").event
+        alone = epsilon_of(plan.ledger.get("popularity").event, 0.1 * plan.delta, plan.accountant)
         assert alone <= 0.2 + 1e-9
     else:
         assert plan.popularity_noise_multiplier == 0.0

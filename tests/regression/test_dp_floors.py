@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ppr.config import load_config
-from ppr.reporting import run_sweep
+from ppr.experiments import run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOORS = tomllib.loads((ROOT / "tests/regression/ml100k_dp.toml").read_text(encoding="utf-8"))

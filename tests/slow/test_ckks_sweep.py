@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ppr.config import load_config
-from ppr.reporting import run_sweep
+from ppr.experiments import run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

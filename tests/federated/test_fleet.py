@@ -12,7 +12,7 @@ import pytest
 from data_testutils import random_user_items
 from scipy.stats import norm
 
-from ppr.federated import DeviceFleet, apply_dropout, sample_cohort
+from ppr.federated import DeviceFleet, apply_dropout, sample_participants
 from ppr.model.mf import MFHyper, init_item_factors
 
 ALPHA = 1e-6
@@ -31,7 +31,7 @@ def test_poisson_sampling_frequency(rate):
     sizes = []
     rounds = 200
     for t in range(rounds):
-        c = sample_cohort(jax.random.fold_in(key, t), population, "poisson", rate, 0)
+        c = sample_participants(jax.random.fold_in(key, t), population, "poisson", rate, 0)
         assert np.all(np.diff(c) > 0) and np.isin(c, population).all()
         counts[c - 10] += 1
         sizes.append(c.size)
@@ -46,22 +46,26 @@ def test_poisson_sampling_frequency(rate):
 
 def test_poisson_rate_one_is_everyone_and_bad_rate_raises():
     pop = np.array([4, 8, 15])
-    np.testing.assert_array_equal(sample_cohort(jax.random.PRNGKey(0), pop, "poisson", 1.0, 0), pop)
+    np.testing.assert_array_equal(
+        sample_participants(jax.random.PRNGKey(0), pop, "poisson", 1.0, 0), pop
+    )
     with pytest.raises(ValueError, match="sampling_rate"):
-        sample_cohort(jax.random.PRNGKey(0), pop, "poisson", 0.0, 0)
+        sample_participants(jax.random.PRNGKey(0), pop, "poisson", 0.0, 0)
     with pytest.raises(ValueError, match="sampling"):
-        sample_cohort(jax.random.PRNGKey(0), pop, "uniform", 0.5, 0)
+        sample_participants(jax.random.PRNGKey(0), pop, "uniform", 0.5, 0)
 
 
 def test_fixed_cohort_size_unique_and_deterministic():
     population = np.arange(500) * 3
     key = jax.random.PRNGKey(5)
-    c = sample_cohort(key, population, "fixed", 0.5, 37)
+    c = sample_participants(key, population, "fixed", 0.5, 37)
     assert c.size == 37 and np.unique(c).size == 37 and np.isin(c, population).all()
     assert np.all(np.diff(c) > 0)
-    np.testing.assert_array_equal(c, sample_cohort(key, population, "fixed", 0.5, 37))
-    assert not np.array_equal(c, sample_cohort(jax.random.PRNGKey(6), population, "fixed", 0.5, 37))
-    small = sample_cohort(key, population[:10], "fixed", 0.5, 37)
+    np.testing.assert_array_equal(c, sample_participants(key, population, "fixed", 0.5, 37))
+    assert not np.array_equal(
+        c, sample_participants(jax.random.PRNGKey(6), population, "fixed", 0.5, 37)
+    )
+    small = sample_participants(key, population[:10], "fixed", 0.5, 37)
     np.testing.assert_array_equal(small, population[:10])
 
 

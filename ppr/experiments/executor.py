@@ -1,6 +1,6 @@
 """Running the points of a sweep: one point into its directory, its ``point.json``, workers.
 
-A point runs into ``points/<point_id>/`` (the id: :mod:`ppr.reporting.grid`): the files of
+A point runs into ``points/<point_id>/`` (the id: :mod:`ppr.experiments.grid`): the files of
 ``run_simulation`` (config.toml, metrics.jsonl, summary.json, ...) and ``point.json``, the point's
 result, written atomically LAST, after the run succeeded.
 
@@ -35,8 +35,9 @@ from typing import Any, NamedTuple
 
 from ppr.config import Config, from_dict, to_toml
 from ppr.errors import ConfigError, PprError
-from ppr.io import atomic_write_json, json_safe, read_json
-from ppr.reporting.grid import SweepPoint, canonical_config
+from ppr.experiments.grid import SweepPoint, canonical_config
+from ppr.experiments.simulate import simulate
+from ppr.io import atomic_write_json, read_json
 
 __all__ = ["POINT_FILE", "auto_workers", "execute_points", "load_done"]
 
@@ -85,15 +86,13 @@ def _run_point(
     progress: Callable[[int, int, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Run one point into a fresh ``point_dir``; write ``point.json`` last. Runs in a worker."""
-    from ppr.pipeline import run_simulation
-
     pdir = Path(point_dir)
     if pdir.exists():  # a stale or partial earlier attempt
         shutil.rmtree(pdir)
-    # run_simulation writes into a hidden partial directory and renames it to pdir when done.
-    res = run_simulation(cfg, run_dir=pdir, progress=progress)
+    # simulate writes into a hidden partial directory and renames it to pdir when done.
+    res = simulate(cfg, run_dir=pdir, progress=progress)
     record = {"format": _FORMAT, "point": info, "config": to_toml(cfg),
-              "summary": json_safe(res.summary)}  # fmt: skip
+              "summary": res.summary.to_dict()}  # fmt: skip
     atomic_write_json(pdir / POINT_FILE, record)
     return record
 

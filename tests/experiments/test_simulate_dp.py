@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 
-import dp_accounting
 import pytest
 
 from ppr.config import load_config
-from ppr.pipeline import run_simulation
-from ppr.privacy import RDP_ORDERS, ledger_from_json
+from ppr.experiments.simulate import simulate
+from ppr.privacy import ledger_from_json, make_accountant
 
 TINY = {
     "data.synthetic.n_users": 80,
@@ -30,8 +29,8 @@ TINY = {
 @pytest.mark.parametrize("mode", ["plaintext", "ckks"])
 def test_distributed_noise_run_and_realized_ledger(tmp_path, mode):
     cfg = load_config(None, {**TINY, "aggregation.mode": mode, "output.runs_dir": str(tmp_path)})
-    res = run_simulation(cfg)
-    s = res.summary
+    res = simulate(cfg)
+    s = res.summary.to_dict()
     assert s["privacy"]["noise"] == "distributed" and s["privacy"]["noise_multiplier"] > 0
     assert all(lg.dropped >= 0 and lg.accepted <= lg.sampled for lg in res.rounds)
     assert any(lg.dropped > 0 for lg in res.rounds)  # 20 % dropout over ~120 sampled devices
@@ -39,7 +38,7 @@ def test_distributed_noise_run_and_realized_ledger(tmp_path, mode):
     realized = [lg.noise_multiplier for lg in res.rounds]
     assert all(0 < r <= s["privacy"]["noise_multiplier"] + 1e-12 for r in realized)
     ledger = ledger_from_json((res.run_dir / "ledger.json").read_text())
-    acc = dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS))
+    acc = make_accountant(s["privacy"]["accountant"])
     acc.compose(ledger.composed())
     eps = acc.get_epsilon(s["privacy"]["delta"])
     assert math.isclose(eps, s["privacy"]["epsilon_spent"], rel_tol=1e-6)
@@ -59,4 +58,4 @@ def test_fixed_sampling_refused_under_dp():
 
     cfg = load_config(None, {**TINY, "federated.sampling": "fixed"})
     with pytest.raises(ConfigError, match=r"federated\.sampling"):
-        run_simulation(cfg, write=False)
+        simulate(cfg, write=False)

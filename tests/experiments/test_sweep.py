@@ -15,20 +15,15 @@ from rich.console import Console
 
 from ppr.config import load_config, to_toml
 from ppr.errors import ConfigError, PprError
-from ppr.io import atomic_write
+from ppr.experiments.executor import POINT_FILE, _worker_env
+from ppr.experiments.grid import expand_grid, point_config
+from ppr.experiments.sweep import SweepProgress, run_sweep
+from ppr.io import atomic_write, atomic_write_csv, atomic_write_json, json_safe
 from ppr.reporting import (
-    SweepProgress,
-    aggregate_runs,
-    atomic_write_csv,
-    atomic_write_json,
-    expand_grid,
-    json_safe,
-    point_config,
-    run_sweep,
+    summarize_runs,
     sweep_table,
 )
 from ppr.reporting.plots import plot_recall_vs_epsilon
-from ppr.reporting.runner import POINT_FILE, _worker_env
 
 TINY = [
     "data.synthetic.n_users=60",
@@ -40,6 +35,7 @@ TINY = [
     "evaluation.k=10",
     'sweep.epsilons=["inf", 2.0]',
     "sweep.seeds=[0, 1]",
+    "privacy.noise_seed=0",
 ]
 
 
@@ -110,7 +106,7 @@ def test_preflight_refuses_an_invalid_combination_before_running(tmp_path: Path)
 # ---------------------------------------------------------------------------------- pure parts
 
 
-def test_aggregate_runs_mean_std_and_max_spent() -> None:
+def test_summarize_runs_mean_std_and_max_spent() -> None:
     runs = [
         {"epsilon": 2.0, "seed": 0, "k": 10, "recall@10": 0.2, "noise_multiplier": 1.5,
          "epsilon_spent": 1.9, "popularity_recall@10": 0.1, "point_id": "a", "run_dir": "x"},
@@ -119,7 +115,7 @@ def test_aggregate_runs_mean_std_and_max_spent() -> None:
         {"epsilon": "inf", "seed": 0, "k": 10, "recall@10": 0.5, "noise_multiplier": 0.0,
          "epsilon_spent": "inf", "popularity_recall@10": None, "point_id": "c", "run_dir": "z"},
     ]  # fmt: skip
-    pts = aggregate_runs(runs, [], ["recall@10"])
+    pts = summarize_runs(runs, [], ["recall@10"])
     assert [p["epsilon"] for p in pts] == [2.0, "inf"]
     a, b = pts
     assert a["recall@10"] == pytest.approx(0.3)

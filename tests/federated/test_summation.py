@@ -17,15 +17,15 @@ from scipy.stats import chi2, norm
 from ppr.crypto import CkksSecureAggregation, PlaintextAggregation, default_params, precision_bound
 from ppr.federated import (
     CentralNoise,
-    DenseAggregator,
     DeviceFleet,
     DeviceRound,
     DistributedNoise,
+    EncodedSum,
     FederatedTrainer,
     Server,
-    StructuredAggregator,
+    StructuredSum,
     apply_dropout,
-    sample_cohort,
+    sample_participants,
 )
 from ppr.model.mf import MFHyper, init_item_factors
 from ppr.privacy import distributed_noise_share_std
@@ -74,10 +74,10 @@ KINDS = ["structured", "plaintext", "ckks"]
 
 def build(kind: str):
     if kind == "structured":
-        return StructuredAggregator(N_ITEMS, DIM)
+        return StructuredSum(N_ITEMS, DIM)
     if kind == "plaintext":
-        return DenseAggregator(PlaintextAggregation(N_ITEMS * DIM, CLIP), N_ITEMS, DIM)
-    return DenseAggregator(
+        return EncodedSum(PlaintextAggregation(N_ITEMS * DIM, CLIP), N_ITEMS, DIM)
+    return EncodedSum(
         CkksSecureAggregation(N_ITEMS * DIM, PARAMS, workers=1, value_bound=CLIP), N_ITEMS, DIM
     )
 
@@ -119,7 +119,7 @@ def test_contract_central_noise_wraps_every_strategy(aggregator, device_round):
     key = jax.random.PRNGKey(3)
     noised = CentralNoise(agg, sigma, CLIP).aggregate(1, device_round, key)
     # the structured path with the same key draws the same noise vector
-    ref = CentralNoise(StructuredAggregator(N_ITEMS, DIM), sigma, CLIP).aggregate(
+    ref = CentralNoise(StructuredSum(N_ITEMS, DIM), sigma, CLIP).aggregate(
         1, device_round, key
     )
     assert noised.noise_multiplier == sigma and noised.n_accepted == n
@@ -131,14 +131,14 @@ def test_contract_central_noise_wraps_every_strategy(aggregator, device_round):
 
 
 def test_empty_round_structured():
-    agg = StructuredAggregator(4, 3)
+    agg = StructuredSum(4, 3)
     out = agg.aggregate(0, DeviceRound([], [], None), jax.random.PRNGKey(0))
     assert out.n_accepted == 0 and np.all(out.total == 0) and out.upload_bytes == 0
 
 
 def test_central_noise_std():
     n_items, dim, sigma = 1000, 50, 1.3
-    agg = CentralNoise(StructuredAggregator(n_items, dim), sigma, CLIP)
+    agg = CentralNoise(StructuredSum(n_items, dim), sigma, CLIP)
     out = agg.aggregate(0, DeviceRound([], [], None), jax.random.PRNGKey(11))
     assert_gaussian_std(out.total, sigma * CLIP)
     again = agg.aggregate(0, DeviceRound([], [], None), jax.random.PRNGKey(11))
@@ -153,7 +153,7 @@ def test_distributed_noise_realized_multiplier_and_sum_std():
     n = rnd.device_ids.size
     exact = np.asarray(rnd.clipped_sum(), np.float64)
     for n_min, expect in ((5, sigma), (48, sigma * math.sqrt(n / 48))):
-        agg = DistributedNoise(StructuredAggregator(n_items, dim), sigma, CLIP, n_min)
+        agg = DistributedNoise(StructuredSum(n_items, dim), sigma, CLIP, n_min)
         s = distributed_noise_share_std(sigma, CLIP, n_min)
         assert agg.share_std == pytest.approx(sigma * CLIP / math.sqrt(n_min), rel=1e-12)
         out = agg.aggregate(0, rnd, jax.random.PRNGKey(n_min))
@@ -170,7 +170,7 @@ def test_distributed_noise_dense_plaintext_shares():
     n = rnd.device_ids.size
     s = distributed_noise_share_std(sigma, CLIP, n_min)
     secure = PlaintextAggregation(n_items * dim, CLIP + 8 * s)
-    agg = DistributedNoise(DenseAggregator(secure, n_items, dim), sigma, CLIP, n_min)
+    agg = DistributedNoise(EncodedSum(secure, n_items, dim), sigma, CLIP, n_min)
     out = agg.aggregate(0, rnd, jax.random.PRNGKey(9))
     assert out.n_accepted == n and out.noise_multiplier == sigma
     assert_gaussian_std(out.total - exact_sum_of(rnd, n_items, dim), s * math.sqrt(n))
@@ -190,7 +190,7 @@ def test_dense_chunking_changes_nothing_not_even_the_noise_shares():
     for chunk in (1, 7, 64):
         secure = PlaintextAggregation(n_items * dim, CLIP + 8 * s)
         agg = DistributedNoise(
-            DenseAggregator(secure, n_items, dim, chunk=chunk), sigma, CLIP, n_min
+            EncodedSum(secure, n_items, dim, chunk=chunk), sigma, CLIP, n_min
         )
         totals.append(agg.aggregate(0, rnd, jax.random.PRNGKey(11)).total)
     np.testing.assert_allclose(totals[0], totals[1], rtol=0, atol=1e-6)
@@ -211,7 +211,7 @@ def test_trainer_denominator_rule(fixed):
 
     fleet = make_fleet(N_USERS, N_ITEMS, seed=3)
     q0 = init_item_factors(jax.random.PRNGKey(4), N_ITEMS, DIM, 1.0)
-    agg = StructuredAggregator(N_ITEMS, DIM)
+    agg = StructuredSum(N_ITEMS, DIM)
     if fixed is not None:
         agg = CentralNoise(agg, 0.5, CLIP)
     server = Server(optax.sgd(1.0))
@@ -221,7 +221,7 @@ def test_trainer_denominator_rule(fixed):
         server,
         sampling="poisson",
         sampling_rate=0.4,
-        cohort_size=0,
+        participants=0,
         dropout_rate=0.1,
         clip_norm=CLIP,
         fixed_denominator=fixed,
@@ -230,7 +230,7 @@ def test_trainer_denominator_rule(fixed):
     state, log = trainer.round(server.init(q0), 0, key)
     # replay the round's documented key schedule to get the very same aggregate
     k_sample, k_drop, k_agg = jax.random.split(jax.random.fold_in(key, 0), 3)
-    cohort = sample_cohort(k_sample, fleet.population, "poisson", 0.4, 0)
+    cohort = sample_participants(k_sample, fleet.population, "poisson", 0.4, 0)
     surv, dropped = apply_dropout(k_drop, cohort, 0.1)
     out = agg.aggregate(0, fleet.compute(q0, surv, CLIP), k_agg)
     assert log.sampled == cohort.size and log.accepted == surv.size == out.n_accepted

@@ -1,16 +1,16 @@
-"""How a round's cohort sum is formed: aggregation strategies, and DP noise that wraps them.
+"""How a round's round sum is formed: aggregation strategies, and DP noise that wraps them.
 
-Every strategy has the same contract (:class:`CohortAggregator`)::
+Every strategy has the same contract (:class:`SumStrategy`)::
 
-    aggregate(round_idx, device_round, key) -> RoundAggregate(total, n_accepted, ...)
+    aggregate(round_idx, device_round, key) -> RoundSum(total, n_accepted, ...)
 
 ``total`` is the float64 ``(n_items, dim)`` sum of the accepted devices' clipped updates, plus the
 noise a wrapper added. Strategies:
 
-* :class:`StructuredAggregator`: plaintext, using the outer-product structure of the updates (the
-  cohort sum is one matrix product; no dense per-device matrix). The fast path for utility sweeps.
-  Upload bytes are counted as what each device would send: ``n_items * dim`` float32 values.
-* :class:`DenseAggregator`: each device materializes its flat update and sends it through a
+* :class:`StructuredSum`: plaintext, using the outer-product structure of the updates (the
+  round sum is one matrix product; no dense per-device matrix). The fast path for utility sweeps.
+  Upload bytes are counted as what each device would send (the float32 codec of its update).
+* :class:`EncodedSum`: each device materializes its flat update and sends it through a
   :mod:`ppr.crypto` aggregation (``PlaintextAggregation`` or ``CkksSecureAggregation``): the
   aggregator then holds a public context only and never sees one device's update.
 
@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ppr.federated.devices import DeviceRound
+from ppr.federated.device import Float32Codec
+from ppr.federated.fleet import DeviceRound
 from ppr.privacy.noise import (
     central_noise,
+    device_noise_shares,
     distributed_noise_share_std,
     gaussian_noise,
     realized_noise_multiplier,
@@ -45,7 +46,7 @@ from ppr.privacy.noise import (
 
 
 @dataclass
-class RoundAggregate:
+class RoundSum:
     """The round's (noised) sum and what happened: accepted / rejected / dropped devices, bytes
     uploaded by devices, and the noise multiplier the sum really carries (``None``: no DP)."""
 
@@ -58,7 +59,7 @@ class RoundAggregate:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class CohortAggregator(Protocol):
+class SumStrategy(Protocol):
     """Forms the round's sum. ``noise_share_std`` (distributed DP) is the std each device adds to
     its own update before sending; ``noise`` (central DP) a vector added to the sum before it is
     revealed."""
@@ -74,13 +75,13 @@ class CohortAggregator(Protocol):
         *,
         noise: np.ndarray | None = None,
         noise_share_std: float = 0.0,
-    ) -> RoundAggregate: ...
+    ) -> RoundSum: ...
 
     def close(self) -> None: ...
 
 
-class StructuredAggregator:
-    """Plaintext cohort sum from the outer-product form of the updates (no dense matrices)."""
+class StructuredSum:
+    """Plaintext round sum from the outer-product form of the updates (no dense matrices)."""
 
     def __init__(self, n_items: int, dim: int) -> None:
         self.n_items, self.dim = int(n_items), int(dim)
@@ -93,7 +94,7 @@ class StructuredAggregator:
         *,
         noise: np.ndarray | None = None,
         noise_share_std: float = 0.0,
-    ) -> RoundAggregate:
+    ) -> RoundSum:
         n = int(devices.device_ids.size)
         if n == 0:
             total = np.zeros((self.n_items, self.dim), np.float64)
@@ -105,23 +106,23 @@ class StructuredAggregator:
             total = total + np.asarray(shares, np.float64)
         if noise is not None:
             total = total + np.asarray(noise, np.float64).reshape(total.shape)
-        return RoundAggregate(total, n, n * self.n_items * self.dim * 4)
+        return RoundSum(total, n, n * Float32Codec().nbytes(self.n_items * self.dim))
 
     def close(self) -> None:
         """Nothing to release."""
 
 
-class DenseAggregator:
+class EncodedSum:
     """Devices send flat updates through a :mod:`ppr.crypto` aggregation (CKKS or plaintext).
 
     ``secure`` is a ``CkksSecureAggregation`` or ``PlaintextAggregation`` whose ``value_bound``
     covers every coordinate a device may send (the clip norm, plus the noise share's range under
-    distributed DP). The cohort's dense updates are streamed to it ``chunk`` devices at a time
+    distributed DP). The participants's dense updates are streamed to it ``chunk`` devices at a time
     (float32, ``chunk * n_items * dim * 4`` bytes in memory: 14 MB at the ML-100K size for the
-    default 64), never materialized for the whole cohort.
+    default 64), never materialized for the whole participants.
 
     Distributed DP: device ``u``'s share is drawn from ``fold_in(key, u)``, so it does not depend
-    on how the cohort is bucketed or chunked.
+    on how the participants is bucketed or chunked.
     """
 
     def __init__(self, secure, n_items: int, dim: int, chunk: int = 64) -> None:
@@ -137,13 +138,13 @@ class DenseAggregator:
         """``(device ids, float32 rows)`` as the devices send them: clipped update plus share."""
         for ids, rows in devices.dense_chunks(self.chunk):
             if share_std > 0:
-                rows = rows + np.asarray(_device_shares(key, ids, rows.shape[1], share_std))
+                rows = rows + np.asarray(device_noise_shares(key, ids, rows.shape[1], share_std))
             yield ids, rows.astype(np.float32)
 
     def _rows(
         self, devices: DeviceRound, key: jax.Array, share_std: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The whole cohort's rows at once (for callers that must see them together)."""
+        """The whole participants's rows at once (for callers that must see them together)."""
         parts = list(self._chunks(devices, key, share_std))
         if not parts:
             return np.zeros((0, self.n_items * self.dim), np.float32), np.zeros(0, np.int64)
@@ -157,7 +158,7 @@ class DenseAggregator:
         *,
         noise: np.ndarray | None = None,
         noise_share_std: float = 0.0,
-    ) -> RoundAggregate:
+    ) -> RoundSum:
         flat_noise = None if noise is None else np.asarray(noise, np.float64).reshape(-1)
         res = self.secure.aggregate_stream(
             self._chunks(devices, key, noise_share_std),
@@ -165,7 +166,7 @@ class DenseAggregator:
             round_idx,
             noise=flat_noise,
         )
-        return RoundAggregate(
+        return RoundSum(
             total=res.total.reshape(self.n_items, self.dim),
             n_accepted=res.n_accepted,
             upload_bytes=res.upload_bytes,
@@ -178,24 +179,19 @@ class DenseAggregator:
         self.secure.close()
 
 
-def _device_shares(key: jax.Array, ids: np.ndarray, size: int, std: float) -> jax.Array:
-    """One ``N(0, std^2)`` share of length ``size`` per device id, from ``fold_in(key, id)``."""
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(ids, jnp.uint32))
-    return jax.vmap(lambda k: gaussian_noise(k, (size,), std))(keys)
-
 
 class CentralNoise:
     """Central DP: Gaussian noise of std ``noise_multiplier * clip_norm`` added to the sum by the
     aggregator (inside the encrypted domain under CKKS)."""
 
-    def __init__(self, inner: CohortAggregator, noise_multiplier: float, clip_norm: float) -> None:
+    def __init__(self, inner: SumStrategy, noise_multiplier: float, clip_norm: float) -> None:
         self.inner = inner
         self.noise_multiplier, self.clip_norm = float(noise_multiplier), float(clip_norm)
         self.n_items, self.dim = inner.n_items, inner.dim
 
     def aggregate(
         self, round_idx: int, devices: DeviceRound, key: jax.Array, **_: object
-    ) -> RoundAggregate:
+    ) -> RoundSum:
         k_noise, k_inner = jax.random.split(key)
         z = np.asarray(
             central_noise(k_noise, (self.n_items, self.dim), self.noise_multiplier, self.clip_norm),
@@ -215,7 +211,7 @@ class DistributedNoise:
     accepted devices (dropouts and rejections lower it; the ledger is charged accordingly)."""
 
     def __init__(
-        self, inner: CohortAggregator, noise_multiplier: float, clip_norm: float, n_min: int
+        self, inner: SumStrategy, noise_multiplier: float, clip_norm: float, n_min: int
     ) -> None:
         self.inner = inner
         self.noise_multiplier, self.clip_norm, self.n_min = (
@@ -228,7 +224,7 @@ class DistributedNoise:
 
     def aggregate(
         self, round_idx: int, devices: DeviceRound, key: jax.Array, **_: object
-    ) -> RoundAggregate:
+    ) -> RoundSum:
         out = self.inner.aggregate(round_idx, devices, key, noise_share_std=self.share_std)
         out.noise_multiplier = realized_noise_multiplier(
             self.noise_multiplier, self.n_min, out.n_accepted

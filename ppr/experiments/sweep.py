@@ -1,9 +1,9 @@
 """Grid sweeps: ε (including ∞) × seeds × optional other config keys, run in parallel, resumable.
 
 This module holds the entry point :func:`run_sweep` and the sweep-level rules; the parts live in
-:mod:`ppr.reporting.grid` (points, their ids and configs), :mod:`ppr.reporting.runner` (running
-points, ``point.json``, workers) and :mod:`ppr.reporting.aggregate` (rows, mean/std over seeds,
-the aggregated files). Their public names are re-exported here.
+:mod:`ppr.experiments.grid` (points, their ids and configs), :mod:`ppr.experiments.executor`
+(running points, ``point.json``, workers) and :mod:`ppr.reporting.grouping` (mean/std over
+seeds, the aggregated files).
 
 Layout of a sweep directory ``out_dir``::
 
@@ -21,12 +21,12 @@ Invariants:
 * A point's config is the base config with the point's ε, seed and grid values,
   ``baselines.centralized`` off and the ``sweep`` section reset, so editing the sweep section
   (adding an ε or a seed) never invalidates the points already computed (details:
-  :mod:`ppr.reporting.grid`).
-* Every point's config is validated (schema, then the pipeline's cross-key checks) before
+  :mod:`ppr.experiments.grid`).
+* Every point's config is validated (schema, then the run's cross-key checks) before
   anything is written or run.
 * On resume, a point counts as done only when its ``point.json`` parses and holds the point's
   config; any other point (missing, partial, corrupted, stale) is rerun from an empty directory
-  (details: :mod:`ppr.reporting.runner`).
+  (details: :mod:`ppr.experiments.executor`).
 * Resume refuses (``ConfigError`` naming the differing keys) when the directory was swept with a
   different base config outside the ``sweep`` section: mixing results from two configs in one
   table would be silently wrong, and rerunning everything would silently destroy them.
@@ -34,39 +34,40 @@ Invariants:
   exactly the current grid (points left over from a larger earlier grid are kept on disk, unused).
 * Points run in parallel ``spawn``-ed workers that share the cores without oversubscribing them;
   one worker runs in-process. A failed point stops the sweep and its error is re-raised, a user
-  error as a :class:`~ppr.errors.PprError` (details: :mod:`ppr.reporting.runner`).
+  error as a :class:`~ppr.errors.PprError` (details: :mod:`ppr.experiments.executor`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from ppr.config import Config, load_config, to_dict, to_toml
+from ppr.config import Config, flatten, load_config, to_dict, to_toml
 from ppr.errors import ConfigError, PprError
-from ppr.io import atomic_write_text
-from ppr.reporting.aggregate import aggregate_runs, sweep_rows, write_reports
-from ppr.reporting.grid import (
+from ppr.experiments.executor import POINT_FILE, auto_workers, execute_points, load_done
+from ppr.experiments.factories import check_run
+from ppr.experiments.grid import (
     SweepPoint,
     canonical_config,
     expand_grid,
     point_config,
     sweep_neutral,
 )
-from ppr.reporting.runner import POINT_FILE, auto_workers, execute_points, load_done
+from ppr.io import atomic_write_text, json_safe
+from ppr.reporting.grouping import summarize_runs, write_reports
 
 __all__ = [
     "POINT_FILE",
     "SweepPoint",
     "SweepProgress",
     "SweepResult",
-    "aggregate_runs",
     "auto_workers",
     "expand_grid",
     "point_config",
     "run_sweep",
+    "summarize_runs",
 ]
 
 SWEEP_CONFIG_FILE = "sweep_config.toml"
@@ -106,24 +107,12 @@ class SweepResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _preflight(points: list[SweepPoint], configs: dict[str, Config]) -> None:
-    """The pipeline's own cross-key checks on every point, before anything runs (a sweep
+    """The run's own cross-key checks on every point, before anything runs (a sweep
     should not fail after an hour on a combination it could have refused up front)."""
-    from ppr.pipeline import check_config as check_run_config
-
     for p in points:
         try:
-            check_run_config(configs[p.point_id])
+            check_run(configs[p.point_id])
         except ConfigError as exc:
             raise ConfigError(f"sweep point {p.point_id}: {exc}") from None
 
@@ -146,7 +135,7 @@ def _check_resumable(out_dir: Path, base: Config, resume: bool) -> None:
     saved = sweep_neutral(load_config(saved_path))
     current = sweep_neutral(base)
     if canonical_config(saved) != canonical_config(current):
-        a, b = _flat(to_dict(saved)), _flat(to_dict(current))
+        a, b = flatten(to_dict(saved)), flatten(to_dict(current))
         diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
         raise ConfigError(
             f"{out_dir} was swept with a different base config (differs in: {', '.join(diff)}); "
@@ -206,3 +195,43 @@ def run_sweep(
     agg, runs = sweep_rows(points, configs, records, grid_keys)
     files.update(write_reports(out_dir, agg, runs, grid_keys, plot=plot))
     return SweepResult(out_dir, agg, runs, ran=len(tasks), skipped=skipped, files=files)
+
+
+def run_row(point: SweepPoint, cfg: Config, record: dict) -> dict[str, Any]:
+    """The row of one run: the point, its metrics, baselines' metrics, privacy, bytes, time."""
+    s = record["summary"]
+    priv = s.get("privacy", {})
+    comm = s.get("communication", {})
+    row: dict[str, Any] = {
+        "point_id": point.point_id,
+        "epsilon": json_safe(point.epsilon),
+        "seed": point.seed,
+        **{k: json_safe(v) for k, v in point.grid},
+        "k": cfg.evaluation.k,
+        "noise_multiplier": priv.get("noise_multiplier"),
+        "delta": priv.get("delta"),
+        "epsilon_spent": priv.get("epsilon_spent"),
+    }
+    row.update(s.get("metrics", {}))
+    for name, metrics in (s.get("baselines") or {}).items():
+        for m, v in (metrics or {}).items():
+            row[f"{name}_{m}"] = v
+    row["upload_bytes_per_device"] = comm.get("upload_bytes_per_device")
+    row["upload_bytes_total"] = comm.get("upload_bytes_total")
+    row["total_s"] = (s.get("timing") or {}).get("total_s")
+    row["run_dir"] = s.get("run_dir")
+    return row
+
+
+def sweep_rows(
+    points: Sequence[SweepPoint],
+    configs: dict[str, Config],
+    records: dict[str, dict],
+    grid_keys: Sequence[str],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(aggregated rows, run rows)`` of the finished ``points`` (configs and ``point.json``
+    records by point id); the metrics of any run get a ``_std`` in the aggregated rows."""
+    runs = [run_row(p, configs[p.point_id], records[p.point_id]) for p in points]
+    metric_keys = sorted({m for p in points for m in records[p.point_id]["summary"]
+                          .get("metrics", {})})  # fmt: skip
+    return summarize_runs(runs, grid_keys, metric_keys), runs

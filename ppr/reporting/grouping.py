@@ -1,16 +1,16 @@
 """The rows of a finished sweep and its aggregated files.
 
-A run row (one per point, i.e. per seed) is built from the point's ``point.json`` record; the
+Run rows (one per point, i.e. per seed: :func:`ppr.experiments.sweep.run_row`) come in; the
 aggregated rows (one per (ε, grid values)) average the numeric fields over seeds. The aggregated
 rows go to ``points.json`` and ``points.csv``, the run rows to ``runs.csv``, and recall@k against ε
 to ``recall_vs_epsilon.png`` (:mod:`ppr.reporting.plots`; the layout of a sweep directory:
-:mod:`ppr.reporting.sweep`).
+:mod:`ppr.experiments.sweep`).
 
 Invariants:
 
 * Rows are JSON-safe (ε = ∞ is ``"inf"``, :func:`~ppr.io.json_safe`); a mean over no
   value is ``None``, and a std is the sample std, ``None`` for fewer than two seeds.
-* Rows keep the order of the grid (:func:`~ppr.reporting.grid.expand_grid`): aggregated rows in
+* Rows keep the order of the grid (:func:`~ppr.experiments.grid.expand_grid`): aggregated rows in
   first-seen order of their (ε, grid values).
 * CSV columns: the leading ones named by the caller, then every other field in first-seen order;
   a column no row has is left out.
@@ -26,39 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ppr.config import Config
 from ppr.io import atomic_write_csv, atomic_write_json, json_safe
-from ppr.reporting.grid import SweepPoint
 
-__all__ = ["aggregate_runs", "run_row", "sweep_rows", "write_reports"]
+__all__ = ["summarize_runs", "write_reports"]
 
 _NOT_AVERAGED = {"point_id", "epsilon", "seed", "k", "run_dir", "epsilon_spent"}
-
-
-def run_row(point: SweepPoint, cfg: Config, record: dict) -> dict[str, Any]:
-    """The row of one run: the point, its metrics, baselines' metrics, privacy, bytes, time."""
-    s = record["summary"]
-    priv = s.get("privacy", {})
-    comm = s.get("communication", {})
-    row: dict[str, Any] = {
-        "point_id": point.point_id,
-        "epsilon": json_safe(point.epsilon),
-        "seed": point.seed,
-        **{k: json_safe(v) for k, v in point.grid},
-        "k": cfg.evaluation.k,
-        "noise_multiplier": priv.get("noise_multiplier"),
-        "delta": priv.get("delta"),
-        "epsilon_spent": priv.get("epsilon_spent"),
-    }
-    row.update(s.get("metrics", {}))
-    for name, metrics in (s.get("baselines") or {}).items():
-        for m, v in (metrics or {}).items():
-            row[f"{name}_{m}"] = v
-    row["upload_bytes_per_device"] = comm.get("upload_bytes_per_device")
-    row["upload_bytes_total"] = comm.get("upload_bytes_total")
-    row["total_s"] = (s.get("timing") or {}).get("total_s")
-    row["run_dir"] = s.get("run_dir")
-    return row
 
 
 def _num(v: Any) -> float | None:
@@ -80,7 +52,7 @@ def _std(vals: list[float]) -> float | None:
     return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def aggregate_runs(
+def summarize_runs(
     runs: list[dict[str, Any]], grid_keys: Sequence[str], metric_keys: Sequence[str]
 ) -> list[dict[str, Any]]:
     """One row per (ε, grid values), in first-seen order: numeric fields averaged over seeds,
@@ -109,20 +81,6 @@ def aggregate_runs(
         p["epsilon_spent"] = json_safe(max(spent)) if spent else None
         points.append(p)
     return points
-
-
-def sweep_rows(
-    points: Sequence[SweepPoint],
-    configs: dict[str, Config],
-    records: dict[str, dict],
-    grid_keys: Sequence[str],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(aggregated rows, run rows)`` of the finished ``points`` (configs and ``point.json``
-    records by point id); the metrics of any run get a ``_std`` in the aggregated rows."""
-    runs = [run_row(p, configs[p.point_id], records[p.point_id]) for p in points]
-    metric_keys = sorted({m for p in points for m in records[p.point_id]["summary"]
-                          .get("metrics", {})})  # fmt: skip
-    return aggregate_runs(runs, grid_keys, metric_keys), runs
 
 
 def _order_columns(rows: list[dict[str, Any]], first: Sequence[str]) -> list[str]:

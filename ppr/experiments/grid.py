@@ -32,7 +32,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ppr.config import Config, to_dict, to_toml
+from ppr.config import Config, get_dotted, to_dict, to_toml
 from ppr.errors import ConfigError
 from ppr.io import json_safe
 
@@ -92,13 +92,6 @@ def _point_id(epsilon: float, seed: int, grid: Sequence[tuple[str, Any]]) -> str
     return safe
 
 
-def _get_dotted(d: dict, key: str) -> Any:
-    node: Any = d
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def sweep_neutral(cfg: Config) -> Config:
     """``cfg`` with the ``sweep`` section reset: what identifies the runs of a sweep."""
     return cfg.replace(sweep={})
@@ -147,7 +140,7 @@ def expand_grid(cfg: Config) -> list[SweepPoint]:
                 d = to_dict(cfg.replace(**{key: v}))
             except ConfigError as exc:
                 raise ConfigError(f"sweep.grid: {exc}") from None
-            vals.append(_get_dotted(d, key))
+            vals.append(get_dotted(d, key))
         if len({json.dumps(json_safe(x), sort_keys=True) for x in vals}) != len(vals):
             raise ConfigError(
                 f"`sweep.grid.{key}` has duplicate values. Found {json_safe(sw.grid[key])}."

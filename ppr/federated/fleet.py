@@ -6,9 +6,10 @@ Invariants:
   the item matrix (clipped to ``clip_norm``), from which the aggregation strategy forms the sum;
 * the user vector ``p_u`` is solved on the device and kept there (it is returned only to the
   simulation's evaluation, which plays the device ranking its own items);
-* cohorts: Poisson sampling includes each training device independently with probability ``q``
-  (the sampling the DP analysis of :func:`ppr.privacy.dpfedavg_event` assumes), or a fixed-size
-  cohort drawn uniformly without replacement. Every random choice comes from an explicit key.
+* a round's participants: Poisson sampling includes each eligible device independently with
+  probability ``q`` (the sampling the DP analysis of :func:`ppr.privacy.dpfedavg_event` assumes),
+  or a fixed-size sample drawn uniformly without replacement (non-private runs only). Every random
+  choice comes from an explicit key (the run's secret key under DP).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppr.data.split import UserItems
+from ppr.federated.device import Device, DeviceSettings
 from ppr.model.mf import (
-    CohortBatch,
-    CohortUpdate,
+    BatchUpdate,
+    DeviceBatch,
     MFHyper,
-    cohort_update,
+    batch_update,
     dense_updates,
     gram,
     pack_buckets,
@@ -33,13 +35,13 @@ from ppr.model.mf import (
 )
 
 
-def sample_cohort(
-    key: jax.Array, population: np.ndarray, sampling: str, rate: float, cohort_size: int
+def sample_participants(
+    key: jax.Array, population: np.ndarray, sampling: str, rate: float, participants: int
 ) -> np.ndarray:
-    """Device ids of this round's cohort (sorted).
+    """Device ids of this round's participants (sorted).
 
     ``sampling="poisson"``: each id in ``population`` independently with probability ``rate``;
-    ``"fixed"``: ``min(cohort_size, len(population))`` ids uniformly without replacement.
+    ``"fixed"``: ``min(participants, len(population))`` ids uniformly without replacement.
     """
     population = np.asarray(population, dtype=np.int64)
     if sampling == "poisson":
@@ -50,28 +52,30 @@ def sample_cohort(
         keep = np.asarray(jax.random.bernoulli(key, rate, (population.size,)))
         return population[keep]
     if sampling == "fixed":
-        n = min(int(cohort_size), population.size)
+        n = min(int(participants), population.size)
         idx = np.asarray(jax.random.choice(key, population.size, (n,), replace=False))
         return np.sort(population[idx])
     raise ValueError(f"`sampling` must be 'poisson' or 'fixed'. Found {sampling!r}.")
 
 
-def apply_dropout(key: jax.Array, cohort: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``cohort`` into (survivors, dropped): each device drops out with prob. ``rate``."""
-    if rate <= 0 or cohort.size == 0:
-        return cohort, cohort[:0]
-    drop = np.asarray(jax.random.bernoulli(key, rate, (cohort.size,)))
-    return cohort[~drop], cohort[drop]
+def apply_dropout(
+    key: jax.Array, participants: np.ndarray, rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``participants`` into (survivors, dropped): each drops out with prob. ``rate``."""
+    if rate <= 0 or participants.size == 0:
+        return participants, participants[:0]
+    drop = np.asarray(jax.random.bernoulli(key, rate, (participants.size,)))
+    return participants[~drop], participants[drop]
 
 
 class DeviceRound(NamedTuple):
-    """What the cohort's devices computed in one round, bucketed for vectorization.
+    """What the participants's devices computed in one round, bucketed for vectorization.
 
     ``batches[b].users`` are the device ids of bucket ``b`` (-1 = padding); ``updates[b]`` their
     clipped updates in outer-product form (see :mod:`ppr.model.mf`)."""
 
-    batches: list[CohortBatch]
-    updates: list[CohortUpdate]
+    batches: list[DeviceBatch]
+    updates: list[BatchUpdate]
     q: jax.Array | None = None
 
     @property
@@ -96,7 +100,7 @@ class DeviceRound(NamedTuple):
     def dense_chunks(self, chunk: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(device ids, flat clipped updates)`` of the round's devices, at most ``chunk`` at a
         time, in :attr:`device_ids` order: what the devices send when the sum is formed by
-        encryption. Memory is bounded by ``chunk`` rows whatever the cohort; every chunk of a
+        encryption. Memory is bounded by ``chunk`` rows whatever the participants; every chunk of a
         bucket has the same shape (the last one overlaps the one before it and yields only its
         new rows), so a bucket compiles once.
         """
@@ -130,19 +134,47 @@ class DeviceRound(NamedTuple):
 
 
 class DeviceFleet:
-    """All simulated devices of a run. Device ``u`` holds ``items.row(u)`` and nothing else."""
+    """All simulated devices of a run, batched. Device ``u`` holds ``items.row(u)`` and nothing
+    else; :meth:`device` gives the same device as a reference :class:`~ppr.federated.device.Device`.
 
-    def __init__(self, items: UserItems, train_users: np.ndarray, hyper: MFHyper) -> None:
+    ``members`` are the training devices (training users with at least one item). A member is
+    *eligible* for a round unless it opted out of training (``opted_out``) or was retired
+    (:meth:`retire`: a personal ε cap reached, or deleted); eligibility depends only on settings
+    and planned quantities, never on data, so it may steer sampling and accounting.
+    """
+
+    def __init__(
+        self,
+        items: UserItems,
+        train_users: np.ndarray,
+        hyper: MFHyper,
+        opted_out: np.ndarray | None = None,
+    ) -> None:
         self._items = items
         counts = items.counts()
         mask = np.asarray(train_users, dtype=bool) & (counts > 0)
-        self.population = np.flatnonzero(mask).astype(np.int64)
+        self.members = np.flatnonzero(mask).astype(np.int64)
+        out = np.zeros(items.n_users, bool) if opted_out is None else np.asarray(opted_out, bool)
+        self._eligible = ~out[self.members]
         self.hyper = hyper
-        self._packed: tuple[bytes, list[CohortBatch]] | None = None
+        self._packed: tuple[bytes, list[DeviceBatch]] | None = None
 
-    def _pack(self, device_ids: np.ndarray) -> list[CohortBatch]:
-        """Padded buckets of ``device_ids``; the last cohort's packing is reused when the same
-        cohort comes again (every round with q = 1): it depends only on the devices' items."""
+    @property
+    def population(self) -> np.ndarray:
+        """Ids of the devices eligible for the next round (sorted)."""
+        return self.members[self._eligible]
+
+    def retire(self, device_ids: np.ndarray) -> None:
+        """Make ``device_ids`` ineligible from now on."""
+        self._eligible &= ~np.isin(self.members, np.asarray(device_ids, np.int64))
+
+    def device(self, device_id: int, settings: DeviceSettings | None = None) -> Device:
+        """Device ``device_id`` as the reference :class:`Device` (its own items only)."""
+        return Device(device_id, self._items.row(int(device_id)), self.n_items, settings)
+
+    def _pack(self, device_ids: np.ndarray) -> list[DeviceBatch]:
+        """Padded buckets of ``device_ids``; the last participants's packing is reused when the same
+        participants comes again (every round with q = 1): it depends only on the devices' items."""
         key = device_ids.tobytes()
         if self._packed is None or self._packed[0] != key:
             self._packed = (key, pack_buckets(self._items, device_ids))
@@ -150,8 +182,8 @@ class DeviceFleet:
 
     @property
     def n_devices(self) -> int:
-        """Devices that take part in training (training users with at least one item)."""
-        return int(self.population.size)
+        """Training devices, eligible or not (the ``N`` of the DP analysis)."""
+        return int(self.members.size)
 
     @property
     def n_items(self) -> int:
@@ -166,5 +198,5 @@ class DeviceFleet:
         m_inv = preconditioner(g, self.hyper.reg)
         batches = self._pack(np.asarray(device_ids, dtype=np.int64))
         clip = jnp.float32(clip_norm)
-        updates = [cohort_update(q, g, b, self.hyper, clip, m_inv=m_inv) for b in batches]
+        updates = [batch_update(q, g, b, self.hyper, clip, m_inv=m_inv) for b in batches]
         return DeviceRound(batches, updates, q)

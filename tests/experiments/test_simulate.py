@@ -1,4 +1,4 @@
-"""End-to-end runs of ppr.pipeline.run_simulation on small synthetic data."""
+"""End-to-end runs of ppr.experiments.simulate.simulate on small synthetic data."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import math
 import numpy as np
 import pytest
 from dp_accounting import dp_event
-from dp_accounting.rdp import rdp_privacy_accountant
 
 from ppr.config import load_config
 from ppr.errors import ConfigError, DataError
-from ppr.pipeline import run_simulation
-from ppr.privacy import RDP_ORDERS, event_from_json
+from ppr.experiments.simulate import simulate
+from ppr.privacy import event_from_json, make_accountant
 
 BASE = {
     "data.synthetic.n_users": 120,
@@ -31,26 +30,28 @@ def cfg_of(**kw):
 
 def test_deterministic_for_a_seed():
     cfg = cfg_of(**{"federated.sampling_rate": 0.5, "baselines.centralized": False})
-    a = run_simulation(cfg, write=False)
-    b = run_simulation(cfg, write=False)
-    c = run_simulation(cfg.replace(seed=1), write=False)
-    assert a.summary["metrics"] == b.summary["metrics"]
+    a = simulate(cfg, write=False)
+    b = simulate(cfg, write=False)
+    c = simulate(cfg.replace(seed=1), write=False)
+    assert a.summary.to_dict()["metrics"] == b.summary.to_dict()["metrics"]
     np.testing.assert_array_equal(a.q, b.q)
     assert [lg.sampled for lg in a.rounds] == [lg.sampled for lg in b.rounds]
     assert not np.array_equal(a.q, c.q)
-    assert a.summary["metrics"] != c.summary["metrics"]
+    assert a.summary.to_dict()["metrics"] != c.summary.to_dict()["metrics"]
 
 
 def test_run_dir_files(tmp_path):
     cfg = cfg_of(**{"output.runs_dir": str(tmp_path), "name": "t"})
-    res = run_simulation(cfg)
+    res = simulate(cfg)
     rd = res.run_dir
     assert rd is not None and rd.parent == tmp_path and rd.name.startswith("t-")
     assert sorted(p.name for p in tmp_path.iterdir()) == [rd.name]  # no .partial left
     assert sorted(p.name for p in rd.iterdir()) == [
         "config.toml",
+        "devices.json",
         "ledger.json",
         "metrics.jsonl",
+        "model.msgpack",
         "summary.json",
     ]
     assert load_config(rd / "config.toml") == cfg
@@ -58,32 +59,35 @@ def test_run_dir_files(tmp_path):
     assert len(lines) == cfg.federated.rounds
     assert [json.loads(x)["round"] for x in lines] == [1, 2, 3]
     summary = json.loads((rd / "summary.json").read_text())
-    assert summary == res.summary and summary["run_dir"] == str(rd)
+    assert summary == res.summary.to_dict() and summary["run_dir"] == str(rd)
     assert set(summary["baselines"]) == {"popularity", "centralized"}
     ledger = json.loads((rd / "ledger.json").read_text())
-    assert ledger["format"] == "ppr.privacy.ledger/1" and ledger["entries"] == []
+    # a non-private run released a model without noise: its ledger says so, and epsilon = inf
+    assert ledger["format"] == "ppr.privacy.ledger/1"
+    assert [e["event"]["type"] for e in ledger["entries"]] == ["NonPrivateDpEvent"]
+    assert ledger["summary"]["epsilon"] == "inf" and summary["privacy"]["epsilon_spent"] == "inf"
 
 
 def test_interrupted_run_is_resumable_with_identical_results(tmp_path):
     """Killed after round 2: no run directory appears (only a hidden .partial one with a
     checkpoint); resuming gives exactly the uninterrupted run's item matrix and metrics."""
-    from ppr.pipeline import resume_simulation
+    from ppr.experiments.simulate import resume
 
     cfg = cfg_of(**{"output.runs_dir": str(tmp_path), "name": "r"})
-    full = run_simulation(cfg, write=False)
+    full = simulate(cfg, write=False)
 
     def boom(done: int, total: int, rec: dict) -> None:
         if done == 2:
             raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError, match="interrupted") as info:
-        run_simulation(cfg, progress=boom)
+        simulate(cfg, progress=boom)
     (partial,) = list(tmp_path.iterdir())
     assert partial.name.startswith(".r-") and partial.name.endswith(".partial")
     assert any("ppr simulate --resume" in n for n in info.value.__notes__)
-    res = resume_simulation(partial)
+    res = resume(partial)
     assert np.array_equal(res.q, full.q)
-    assert res.summary["metrics"] == full.summary["metrics"]
+    assert res.summary.to_dict()["metrics"] == full.summary.to_dict()["metrics"]
     assert [lg.round for lg in res.rounds] == list(range(1, cfg.federated.rounds + 1))
     assert sorted(p.name for p in tmp_path.iterdir()) == [res.run_dir.name]
     assert not (res.run_dir / "checkpoint.npz").exists()
@@ -94,7 +98,7 @@ def test_error_before_first_round_leaves_nothing(tmp_path):
         **{"output.runs_dir": str(tmp_path), "privacy.epsilon": 1.0, "federated.sampling": "fixed"}
     )
     with pytest.raises(ConfigError):
-        run_simulation(cfg)
+        simulate(cfg)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -108,7 +112,7 @@ def test_missing_data_file_leaves_no_run_dir(tmp_path):
         }
     )
     with pytest.raises(DataError, match="nope"):
-        run_simulation(cfg)
+        simulate(cfg)
     assert not runs.exists() or list(runs.iterdir()) == []
 
 
@@ -124,8 +128,8 @@ def test_dp_run_epsilon_matches_fresh_accountant(tmp_path):
             "baselines.centralized": False,
         }
     )
-    res = run_simulation(cfg)
-    p = res.summary["privacy"]
+    res = simulate(cfg)
+    p = res.summary.to_dict()["privacy"]
     ledger = json.loads((res.run_dir / "ledger.json").read_text())
     names = [e["name"] for e in ledger["entries"]]
     assert names == ["popularity", "dpfedavg"] == p["ledger"]
@@ -135,7 +139,7 @@ def test_dp_run_epsilon_matches_fresh_accountant(tmp_path):
         dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(p["noise_multiplier"])), rounds
     )
     assert events[0] == dp_event.GaussianDpEvent(p["popularity_noise_multiplier"])
-    acc = rdp_privacy_accountant.RdpAccountant(list(RDP_ORDERS))
+    acc = make_accountant(p["accountant"])  # a fresh accountant of the kind the run names
     for e in events:
         acc.compose(e)
     fresh = acc.get_epsilon(p["delta"])
@@ -143,7 +147,7 @@ def test_dp_run_epsilon_matches_fresh_accountant(tmp_path):
     assert p["epsilon_spent"] <= eps * (1 + 1e-2)
     assert p["delta"] < 1 / 120
     assert all(lg.noise_multiplier == p["noise_multiplier"] for lg in res.rounds)
-    assert "private_popularity" in res.summary["baselines"]
+    assert "private_popularity" in res.summary.to_dict()["baselines"]
 
 
 def test_fixed_sampling_refused_under_dp():
@@ -151,13 +155,13 @@ def test_fixed_sampling_refused_under_dp():
         **{"privacy.epsilon": 2.0, "privacy.clip_norm": 1.0, "federated.sampling": "fixed"}
     )
     with pytest.raises(ConfigError, match="poisson"):
-        run_simulation(cfg, write=False)
+        simulate(cfg, write=False)
 
 
 def test_ckks_needs_finite_clip():
     cfg = cfg_of(**{"aggregation.mode": "ckks", "privacy.clip_norm": "inf"})
     with pytest.raises(ConfigError, match="clip_norm"):
-        run_simulation(cfg, write=False)
+        simulate(cfg, write=False)
 
 
 def test_ckks_equals_plaintext():
@@ -168,17 +172,17 @@ def test_ckks_equals_plaintext():
         "baselines.centralized": False,
         "baselines.popularity": False,
     }
-    plain = run_simulation(cfg_of(**over), write=False)
-    ckks = run_simulation(cfg_of(**over, **{"aggregation.mode": "ckks"}), write=False)
-    assert ckks.summary["communication"]["mode"] == "ckks"
+    plain = simulate(cfg_of(**over), write=False)
+    ckks = simulate(cfg_of(**over, **{"aggregation.mode": "ckks"}), write=False)
+    assert ckks.summary.to_dict()["communication"]["mode"] == "ckks"
     assert any(lg.clipped_fraction > 0 for lg in plain.rounds)  # both runs really clip
     assert [lg.clipped_fraction for lg in plain.rounds] == [
         lg.clipped_fraction for lg in ckks.rounds
     ]
-    r_p, r_c = plain.summary["metrics"]["recall@20"], ckks.summary["metrics"]["recall@20"]
+    r_p, r_c = plain.summary.recall(20), ckks.summary.recall(20)
     assert abs(r_p - r_c) <= 0.002
     assert math.isfinite(r_p) and r_p > 0
     assert (
-        ckks.summary["communication"]["upload_bytes_total"]
-        > plain.summary["communication"]["upload_bytes_total"]
+        ckks.summary.to_dict()["communication"]["upload_bytes_total"]
+        > plain.summary.to_dict()["communication"]["upload_bytes_total"]
     )

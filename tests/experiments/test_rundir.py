@@ -1,4 +1,4 @@
-"""Run directories and atomic writes (ppr.runs)."""
+"""Run directories and atomic writes (ppr.experiments.rundir)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from ppr.runs import RunDir, atomic_write_json, atomic_write_text, json_safe
+from ppr.experiments.rundir import RunDir
+from ppr.io import atomic_write_json, atomic_write_text, json_safe
 
 
 def test_json_safe_strict():
