@@ -52,11 +52,18 @@ from ppr.crypto import (
 )
 from ppr.data.split import Split, UserItems
 from ppr.evaluation.metrics import evaluate_scores
+from ppr.experiments.factories import (
+    build_trainer,
+    hyper_of,
+    prepare_data,
+    run_keys,
+    secure_aggregation,
+)
 from ppr.federated import (
     CentralNoise,
-    EncodedSum,
     DeviceFleet,
     DeviceRound,
+    EncodedSum,
     FederatedTrainer,
     RoundSum,
     Server,
@@ -64,7 +71,6 @@ from ppr.federated import (
 )
 from ppr.io import json_safe
 from ppr.model.mf import init_item_factors, solve_user_factors
-from ppr.experiments.simulate import build_trainer, hyper_of, prepare_data, secure_aggregation
 from ppr.privacy import plan_privacy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,10 +229,10 @@ def train_model(setup: Setup, base: EncodedSum, rounds: int | None = None):
     plan = plan_privacy(priv, fleet.n_devices, fed.sampling_rate, rounds, False)
     private = plan.noise_multiplier > 0
     agg = CentralNoise(base, plan.noise_multiplier, priv.clip_norm) if private else base
-    key = jax.random.PRNGKey(cfg.seed)
-    trainer, state0 = build_trainer(cfg, fleet, agg, private, key)
+    keys = run_keys(cfg, private)  # secret noise unless the config sets privacy.noise_seed
+    trainer, state0 = build_trainer(cfg, fleet, agg, keys, None, private)
     try:
-        state, logs = trainer.fit(state0, rounds, jax.random.fold_in(key, 2))
+        state, logs = trainer.fit(state0, rounds, jax.random.fold_in(keys.secret, 2))
     finally:
         agg.close()
     return np.asarray(state.q), logs, plan.noise_multiplier
@@ -327,7 +333,7 @@ def probe(setup: Setup, kind: str, factor: float = 0.0) -> dict:
     t0 = time.perf_counter()
     fed = cfg.federated
     try:
-        server = Server(make_server_optimizer(fed), cfg.model.item_reg)
+        server = Server(make_server_optimizer(fed, cfg.model.item_reg))
         q0 = init_item_factors(jax.random.PRNGKey(0), n, dim, cfg.model.init_scale)
         trainer = FederatedTrainer(
             _WithAttacker(setup.fleet, setup.attacker),
@@ -335,7 +341,7 @@ def probe(setup: Setup, kind: str, factor: float = 0.0) -> dict:
             server,
             sampling="poisson",
             sampling_rate=fed.sampling_rate,
-            cohort_size=fed.cohort_size,
+            participants=fed.participants,
             dropout_rate=0.0,
             clip_norm=clip,
             fixed_denominator=None,

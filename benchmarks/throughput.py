@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppr.config import load_config
+from ppr.experiments.factories import hyper_of, prepare_data
 from ppr.federated import DeviceFleet
-from ppr.experiments.simulate import hyper_of, prepare_data
 
 
 def _split(dim: int):

@@ -40,7 +40,8 @@ from ppr.federated import (
 )
 from ppr.model.mf import MFHyper, init_item_factors
 from ppr.privacy import PrivacyPlan, min_cohort_size
-from ppr.privacy.noise import NOISE_SHARE_RANGE, secret_key
+from ppr.privacy.noise import NOISE_SHARE_RANGE
+from ppr.privacy.randomness import secret_key
 
 __all__ = [
     "RunKeys",

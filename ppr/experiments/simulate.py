@@ -331,5 +331,5 @@ def channel_totals(summation) -> tuple[dict | None, float]:
     if secure is None:
         return None, 0.0
     t = secure.channel.totals()
-    flood = float(getattr(secure, "flooding_std", 0.0) or 0.0)
+    flood = float(summation.flooding_std)
     return {k: t[k] for k in ("total_bytes", "messages", "by_sender", "by_kind")}, flood

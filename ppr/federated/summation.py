@@ -131,6 +131,7 @@ class EncodedSum:
         self.secure = secure
         self.n_items, self.dim = int(n_items), int(dim)
         self.chunk = int(chunk)
+        self.flooding_std = 0.0  # the largest std the key holder flooded a release with
 
     def _chunks(
         self, devices: DeviceRound, key: jax.Array, share_std: float
@@ -166,6 +167,7 @@ class EncodedSum:
             round_idx,
             noise=flat_noise,
         )
+        self.flooding_std = max(self.flooding_std, float(res.flooding_std))
         return RoundSum(
             total=res.total.reshape(self.n_items, self.dim),
             n_accepted=res.n_accepted,

@@ -130,11 +130,3 @@ def device_noise_shares(key: jax.Array, device_ids, size: int, std: float) -> jn
 
 #: Per-coordinate range of a device's message under distributed noise: C + this many share stds.
 NOISE_SHARE_RANGE = 8.0
-
-
-def secret_key() -> jax.Array:
-    """A JAX PRNG key from the operating system's entropy (``secrets``), never written anywhere:
-    the key of DP noise and private sampling unless an explicit ``noise_seed`` asks otherwise."""
-    import secrets
-
-    return jax.random.PRNGKey(secrets.randbits(63))
