@@ -1,5 +1,5 @@
 """The printed guarantee is the delivered guarantee: secret noise, the release boundary, resumes,
-the live ledger and the filter, tested as properties and, where an attack is known, by running it."""
+the live ledger and the filter, as properties and, where an attack is known, by running it."""
 
 from __future__ import annotations
 
@@ -213,7 +213,7 @@ def test_per_device_spend_charges_eligibility_and_the_filter_stops_the_run():
 def test_a_round_that_releases_nothing_costs_nothing():
     cfg = load_config(None, {**TINY, "federated.rounds": 3})
     split = prepare_data(cfg)
-    trainer, state, fleet, plan, ledger = _trainer(cfg, split)
+    trainer, state, fleet, _plan, ledger = _trainer(cfg, split)
     from ppr.federated import RoundSum
 
     st, released, why = trainer._release(state, 0, RoundSum(np.zeros(0), 0, 0), fleet.members)
