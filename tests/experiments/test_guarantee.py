@@ -216,7 +216,7 @@ def test_a_round_that_releases_nothing_costs_nothing():
     trainer, state, fleet, _plan, ledger = _trainer(cfg, split)
     from ppr.federated import RoundSum
 
-    st, released, why = trainer._release(state, 0, RoundSum(np.zeros(0), 0, 0), fleet.members)
+    _st, released, why = trainer._release(state, 0, RoundSum(np.zeros(0), 0, 0), fleet.members)
     assert not released and why == "" and ledger.rounds_released == 0
     assert ledger.epsilon() == 0.0 and len(ledger.ledger) == 0
 
