@@ -32,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ppr.config import Config, load_config
 from ppr.errors import PprError
+from ppr.experiments.report import TUNING_NOTE
 from ppr.experiments.sweep import SweepProgress, run_sweep
 from ppr.reporting import sweep_table
 
@@ -118,7 +119,7 @@ def sweep(
 
     if json_out:
         print_json({"out_dir": str(result.out_dir), "ran": result.ran, "skipped": result.skipped,
-                    "points": result.points})  # fmt: skip
+                    "points": result.points, "not_included_in_epsilon": TUNING_NOTE})  # fmt: skip
         return
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns
@@ -126,5 +127,10 @@ def sweep(
     console.print(sweep_table(result.points, list(cfg.sweep.grid), title=f"sweep {cfg.name}"))
     console.print(f"{result.ran} point(s) run, {result.skipped} reused; upload: bytes per device "
                   "per round")  # fmt: skip
+    console.print(
+        "epsilon is per point; picking a point or arm from this table on validation data of the "
+        f"same users is not included in it ({TUNING_NOTE}); metrics are diagnostics",
+        soft_wrap=True,
+    )
     for name, path in result.files.items():
         console.print(f"{name}: {path}")
