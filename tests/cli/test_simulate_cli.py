@@ -135,3 +135,58 @@ def test_resume_finishes_an_interrupted_run(tmp_path):
     assert bad.exit_code == 2 and bad.stderr.startswith("error: ")
     both = runner.invoke(app, ["simulate", "--resume", str(partial), "--set", "seed=1"])
     assert both.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("sets", "expect"),
+    [
+        (
+            ["aggregation.mode='ckks'", "aggregation.poly_modulus_degree=2048"],
+            "aggregation.poly_modulus_degree",
+        ),
+        (["evaluation.k=500"], "`evaluation.k` must be at most the number of items"),
+        (["privacy.epsilon=1.0", "data.synthetic.n_users=5"], "20 devices"),
+    ],
+)
+def test_bad_inputs_one_line_exit_2_nothing_left(tmp_path, sets, expect):
+    runs = tmp_path / "runs"
+    args = [*SMALL, "--quiet", "--set", f"output.runs_dir={json.dumps(str(runs))}"]
+    for s in sets:
+        args += ["--set", s]
+    r = simulate(*args)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    assert expect in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_output_dir_under_a_regular_file_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = simulate(
+        *SMALL,
+        "--quiet",
+        "--set",
+        "federated.rounds=1",
+        "--set",
+        f"output.runs_dir={json.dumps(str(blocker / 'runs'))}",
+    )
+    assert r.exit_code == 2 and "cannot create the run directory" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and blocker.read_text() == "x"
+
+
+def test_seeded_noise_is_labelled_on_the_cli(tmp_path):
+    r = simulate(
+        *SMALL,
+        "--quiet",
+        "--set",
+        "federated.rounds=1",
+        "--set",
+        "privacy.epsilon=4.0",
+        "--set",
+        "privacy.noise_seed=3",
+        "--set",
+        f"output.runs_dir={json.dumps(str(tmp_path))}",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "noise: seeded (privacy.noise_seed = 3)" in r.stdout
+    assert "not included in epsilon" in r.stdout and "-DP at user level" in r.stdout
