@@ -1,6 +1,7 @@
 """`ppr simulate [CONFIG]`: one federated run, end to end.
 
-With no CONFIG it runs the embedded default (a small synthetic data set). ``--set key=value``
+With no CONFIG it runs the embedded default (``configs/default.toml``, shipped in the package:
+synthetic data, CKKS aggregation, an accounted ε). ``--set key=value``
 overrides any config key. A progress bar per round goes to stderr; a results table at the end; the
 run directory ``<output.runs_dir>/<name>-<timestamp>/`` holds ``config.toml``, ``metrics.jsonl``,
 ``summary.json`` and ``ledger.json``; an interrupted run stays in a hidden ``.<name>.partial``
@@ -25,10 +26,11 @@ from ppr_cli._common import (
     stop_progress,
 )
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ppr.config import load_config
+from ppr.config import EMBEDDED_DEFAULT, load_config
 from ppr.errors import ConfigError
 from ppr.experiments import RunSummary
 from ppr.experiments import resume as resume_run
@@ -92,7 +94,8 @@ def simulate(
     """Run one federated simulation and report recall@k / NDCG@k against the baselines."""
     if resume is not None and (config is not None or set_):
         raise ConfigError("--resume takes the run's own config.toml: give no CONFIG or --set.")
-    cfg = load_config(resume / "config.toml" if resume else config, set_ or [])
+    source = resume / "config.toml" if resume else (config or EMBEDDED_DEFAULT)
+    cfg = load_config(source, set_ or [])
     err = Console(stderr=True)
     show = not quiet and not json_out
     bar = Progress(
@@ -140,7 +143,7 @@ def simulate(
     out = Console()
     out.print(results_table(summary))
     for line in privacy_lines(summary):
-        out.print(line, soft_wrap=True)
+        out.print(escape(line), soft_wrap=True)
     comm, timing = summary.communication, summary.timing
     out.print(
         f"upload: {comm.upload_bytes_per_device / 1e3:,.1f} kB per device per round "

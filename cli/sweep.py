@@ -30,7 +30,7 @@ from ppr_cli._common import (
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ppr.config import Config, load_config
+from ppr.config import EMBEDDED_DEFAULT, Config, load_config
 from ppr.errors import PprError
 from ppr.experiments.report import TUNING_NOTE
 from ppr.experiments.sweep import SweepProgress, run_sweep
@@ -70,7 +70,10 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Sweep ε × seeds (× other keys): recall@k / NDCG@k table, CSV, JSON and a plot."""
-    cfg = load_config(config, set_ or [])
+    if config is None:  # the embedded default, in the fast plaintext mode (same numbers as CKKS)
+        cfg = load_config(EMBEDDED_DEFAULT, ["aggregation.mode='plaintext'", *(set_ or [])])
+    else:
+        cfg = load_config(config, set_ or [])
     if resume and out is None:
         raise PprError("--resume needs --out DIR (the sweep directory to continue).")
     if workers is not None and workers < 0:

@@ -384,6 +384,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+#: The embedded default run (``ppr simulate`` / ``ppr sweep`` without a config).
+EMBEDDED_DEFAULT = Path(__file__).with_name("embedded.toml")
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | dict | None = None
 ) -> Config:

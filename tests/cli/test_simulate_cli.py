@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from ppr_cli.main import app
@@ -63,8 +64,19 @@ def test_table_output(tmp_path):
         f"output.runs_dir={json.dumps(str(tmp_path))}",
     )
     assert r.exit_code == 0, r.stderr
-    assert "federated MF" in r.stdout and "popularity" in r.stdout
-    assert "privacy: none" in r.stdout and "run directory:" in r.stdout
+    assert "federated MF (CKKS)" in r.stdout and "private popularity" in r.stdout
+    # the embedded default is private: its guarantee, accountant and noise mode are printed
+    assert "-DP at user level [pld]" in r.stdout and "run directory:" in r.stdout
+    assert "noise: secret (OS entropy, never written)" in r.stdout
+
+
+def test_embedded_default_is_the_shipped_config():
+    from ppr.config import EMBEDDED_DEFAULT
+
+    shipped = (Path(__file__).resolve().parents[2] / "configs" / "default.toml").read_text()
+    assert EMBEDDED_DEFAULT.read_text() == shipped
+    cfg = load_config(EMBEDDED_DEFAULT)
+    assert cfg.aggregation.mode == "ckks" and cfg.privacy.epsilon < float("inf")
 
 
 def _bad_toml(tmp_path):
