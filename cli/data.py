@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from ppr_cli._common import guarded, print_json
 from rich.console import Console
 from rich.table import Table
 
@@ -22,6 +21,8 @@ from ppr.data.manifest import guess_dataset, verify_dataset
 from ppr.data.stats import dataset_stats
 from ppr.data.synthetic import generate_synthetic, output_format, write_interactions
 from ppr.errors import DataError
+
+from ._common import guarded, print_json
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 _DEF = SyntheticConfig()

@@ -7,10 +7,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import typer
-from ppr_cli import data as data_cmd
-from ppr_cli import privacy as privacy_cmd
-from ppr_cli import simulate as simulate_cmd
-from ppr_cli import sweep as sweep_cmd
+
+from . import data as data_cmd
+from . import privacy as privacy_cmd
+from . import simulate as simulate_cmd
+from . import sweep as sweep_cmd
 
 app = typer.Typer(
     name="ppr",

@@ -10,9 +10,10 @@ import time
 from typing import Annotated
 
 import typer
-from ppr_cli._common import guarded, print_json
 from rich.console import Console
 from rich.table import Table
+
+from ._common import guarded, print_json
 
 app = typer.Typer(
     help="Privacy accounting (dp_accounting RDP / PLD) and noise calibration for DP-FedAvg.",

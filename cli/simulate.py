@@ -17,14 +17,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from ppr_cli._common import (
-    ConfigArg,
-    SetOpt,
-    ctrl_c_checkpoint,
-    guarded,
-    print_json,
-    stop_progress,
-)
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,6 +27,15 @@ from ppr.errors import ConfigError
 from ppr.experiments import RunSummary
 from ppr.experiments import resume as resume_run
 from ppr.experiments import simulate as run_simulation
+
+from ._common import (
+    ConfigArg,
+    SetOpt,
+    ctrl_c_checkpoint,
+    guarded,
+    print_json,
+    stop_progress,
+)
 
 
 def _fmt(v: object) -> str:

@@ -19,14 +19,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from ppr_cli._common import (
-    ConfigArg,
-    SetOpt,
-    ctrl_c_checkpoint,
-    guarded,
-    print_json,
-    stop_progress,
-)
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -35,6 +27,15 @@ from ppr.errors import PprError
 from ppr.experiments.report import TUNING_NOTE
 from ppr.experiments.sweep import SweepProgress, run_sweep
 from ppr.reporting import sweep_table
+
+from ._common import (
+    ConfigArg,
+    SetOpt,
+    ctrl_c_checkpoint,
+    guarded,
+    print_json,
+    stop_progress,
+)
 
 
 def default_out_dir(cfg: Config) -> Path:

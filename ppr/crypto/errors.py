@@ -7,9 +7,10 @@ mark misuse by the orchestrating code or a round whose result cannot be trusted.
 from ppr.errors import PprError
 
 
-class ProtocolError(PprError):
+class ProtocolError(RuntimeError):
     """A role was used against the protocol (second decryption in a round, private context
-    given to the aggregator, cohort beyond the overflow capacity, ...)."""
+    given to the aggregator, cohort beyond the overflow capacity, ...). A programming error, not
+    bad user input: it is not a :class:`PprError`, so the CLI shows its traceback."""
 
 
 class AggregateRejectedError(PprError):

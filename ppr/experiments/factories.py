@@ -109,6 +109,19 @@ def build_fleet(cfg: Config, split: Split, train: UserItems) -> DeviceFleet:
     fleet = DeviceFleet(train, split.train_users, hyper_of(cfg))
     if fleet.n_devices == 0:
         raise ConfigError("no training device holds a training item: nothing to train on.")
+    if cfg.aggregation.mode == "ckks":  # a round's sum must stay inside the CKKS capacity
+        cap = default_params(cfg.aggregation.poly_modulus_degree).capacity
+        fed = cfg.federated
+        n = (
+            fleet.n_devices * fed.sampling_rate
+            if fed.sampling == "poisson"
+            else min(fleet.n_devices, fed.participants)
+        )
+        if n + 8.0 * math.sqrt(max(n, 1.0)) >= cap:  # Poisson: 8 standard deviations above q N
+            raise ConfigError(
+                f"`federated.sampling_rate`: about {n:.0f} devices per round could overflow the "
+                f"CKKS capacity of {cap:g} summed updates; sample fewer devices per round."
+            )
     return fleet
 
 
