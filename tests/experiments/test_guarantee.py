@@ -224,3 +224,22 @@ def test_a_round_that_releases_nothing_costs_nothing():
 def test_hyper_of_matches_config():
     cfg = load_config(None, TINY)
     assert hyper_of(cfg).alpha == cfg.model.alpha
+
+
+def test_eval_every_curve_is_on_the_runs_own_evaluation_split(tmp_path):
+    """A test run's curve comes from its test items, never from validation items that the
+    devices trained on (a test run trains on train + validation)."""
+    cfg = load_config(
+        None,
+        {
+            **TINY,
+            "privacy.epsilon": "inf",
+            "federated.rounds": 2,
+            "evaluation.eval_every": 1,
+            "output.runs_dir": str(tmp_path),
+        },
+    )
+    res = simulate(cfg)
+    recs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all("test" in r and "validation" not in r for r in recs)
+    assert recs[-1]["test"]["recall@20"] == pytest.approx(res.summary.recall(20))
