@@ -4,7 +4,7 @@ Subpackages, one concern each: ``data`` (loaders, synthetic generator, splits), 
 (implicit matrix factorization, baselines), ``federated`` (devices, cohorts, aggregation
 strategies, server, trainer), ``crypto`` (CKKS secure aggregation), ``privacy`` (clipping, noise,
 accounting), ``evaluation`` (ranking metrics) and ``reporting`` (sweeps, tables, files, plots).
-One entry point per pipeline: :func:`ppr.experiments.simulate.run_simulation`; run directories:
+One entry point per run: :func:`ppr.experiments.simulate.simulate`; run directories:
 :mod:`ppr.experiments.rundir`. On-device serving (``serving``) is not built yet.
 """
 

@@ -124,7 +124,9 @@ class AggregationConfig:
 @dataclass(frozen=True)
 class PrivacyConfig:
     epsilon: float = _f(math.inf, gt=0.0, doc='target user-level epsilon; "inf" means no DP')
-    delta: float = _f(0.0, ge=0.0, lt=1.0, doc="target delta; 0 picks 1/(10 N); must be < 1/N")
+    delta: float = _f(
+        0.0, ge=0.0, lt=1.0, doc="target delta; 0: largest power of ten <= min(1e-4, 1/(10 N))"
+    )
     clip_norm: float = _f(
         5.0, gt=0.0, doc="L2 bound C on each device's whole update (inf: no clipping)"
     )

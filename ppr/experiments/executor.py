@@ -1,7 +1,7 @@
 """Running the points of a sweep: one point into its directory, its ``point.json``, workers.
 
 A point runs into ``points/<point_id>/`` (the id: :mod:`ppr.experiments.grid`): the files of
-``run_simulation`` (config.toml, metrics.jsonl, summary.json, ...) and ``point.json``, the point's
+``simulate`` (config.toml, metrics.jsonl, summary.json, ...) and ``point.json``, the point's
 result, written atomically LAST, after the run succeeded.
 
 Invariants:
@@ -124,7 +124,7 @@ def _worker_env(workers: int) -> Iterator[None]:
 
 
 class _RoundRelay(NamedTuple):
-    """``run_simulation``'s progress callback -> the sweep's round events for one point."""
+    """``simulate``'s progress callback -> the sweep's round events for one point."""
 
     on_round: Callable[[SweepPoint, int, int], None]
     point: SweepPoint

@@ -9,7 +9,7 @@ Layout of a sweep directory ``out_dir``::
 
     sweep_config.toml          resolved base config (written first)
     points/<point_id>/         one run directory per (ε, grid values, seed): the files of
-                               ``run_simulation`` (config.toml, metrics.jsonl, summary.json, ...)
+                               ``simulate`` (config.toml, metrics.jsonl, summary.json, ...)
                                and ``point.json``, the point's result, written atomically LAST,
                                after the run succeeded
     points.json, points.csv    aggregated rows (mean/std over seeds), one per (ε, grid values)
