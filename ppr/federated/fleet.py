@@ -69,7 +69,7 @@ def apply_dropout(
 
 
 class DeviceRound(NamedTuple):
-    """What the participants's devices computed in one round, bucketed for vectorization.
+    """What the round's participating devices computed, bucketed for vectorization.
 
     ``batches[b].users`` are the device ids of bucket ``b`` (-1 = padding); ``updates[b]`` their
     clipped updates in outer-product form (see :mod:`ppr.model.mf`)."""
@@ -100,9 +100,9 @@ class DeviceRound(NamedTuple):
     def dense_chunks(self, chunk: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(device ids, flat clipped updates)`` of the round's devices, at most ``chunk`` at a
         time, in :attr:`device_ids` order: what the devices send when the sum is formed by
-        encryption. Memory is bounded by ``chunk`` rows whatever the participants; every chunk of a
-        bucket has the same shape (the last one overlaps the one before it and yields only its
-        new rows), so a bucket compiles once.
+        encryption. Memory is bounded by ``chunk`` rows however many devices take part; every
+        chunk of a bucket has the same shape (the last one overlaps the one before it and yields
+        only its new rows), so a bucket compiles once.
         """
         if int(chunk) < 1:
             raise ValueError(f"`chunk` must be at least 1. Found {chunk}.")
@@ -173,7 +173,7 @@ class DeviceFleet:
         return Device(device_id, self._items.row(int(device_id)), self.n_items, settings)
 
     def _pack(self, device_ids: np.ndarray) -> list[DeviceBatch]:
-        """Padded buckets of ``device_ids``; the last participants's packing is reused when the same
+        """Padded buckets of ``device_ids``; the last round's packing is reused when the same
         participants comes again (every round with q = 1): it depends only on the devices' items."""
         key = device_ids.tobytes()
         if self._packed is None or self._packed[0] != key:

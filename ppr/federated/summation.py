@@ -1,4 +1,4 @@
-"""How a round's round sum is formed: aggregation strategies, and DP noise that wraps them.
+"""How a round's sum is formed: aggregation strategies, and DP noise that wraps them.
 
 Every strategy has the same contract (:class:`SumStrategy`)::
 
@@ -117,12 +117,12 @@ class EncodedSum:
 
     ``secure`` is a ``CkksSecureAggregation`` or ``PlaintextAggregation`` whose ``value_bound``
     covers every coordinate a device may send (the clip norm, plus the noise share's range under
-    distributed DP). The participants's dense updates are streamed to it ``chunk`` devices at a time
+    distributed DP). The participants' dense updates are streamed to it ``chunk`` devices at a time
     (float32, ``chunk * n_items * dim * 4`` bytes in memory: 14 MB at the ML-100K size for the
-    default 64), never materialized for the whole participants.
+    default 64), never materialized for all participants at once.
 
     Distributed DP: device ``u``'s share is drawn from ``fold_in(key, u)``, so it does not depend
-    on how the participants is bucketed or chunked.
+    on how the participants are bucketed or chunked.
     """
 
     def __init__(self, secure, n_items: int, dim: int, chunk: int = 64) -> None:
@@ -145,7 +145,7 @@ class EncodedSum:
     def _rows(
         self, devices: DeviceRound, key: jax.Array, share_std: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The whole participants's rows at once (for callers that must see them together)."""
+        """All participants' rows at once (for callers that must see them together)."""
         parts = list(self._chunks(devices, key, share_std))
         if not parts:
             return np.zeros((0, self.n_items * self.dim), np.float32), np.zeros(0, np.int64)

@@ -42,7 +42,8 @@ from ppr.privacy.events import (
 from ppr.privacy.ledger import LedgerEntry, PrivacyLedger, ledger_from_json, load_ledger
 from ppr.privacy.noise import (
     central_noise,
-    distributed_noise_share,
+    device_noise_share,
+    device_noise_shares,
     distributed_noise_share_std,
     gaussian_noise,
     min_cohort_size,
@@ -93,7 +94,8 @@ __all__ = [
     "clipped_outer_product_sum",
     "csr_from_pairs",
     "default_delta",
-    "distributed_noise_share",
+    "device_noise_share",
+    "device_noise_shares",
     "distributed_noise_share_std",
     "dpfedavg_event",
     "epsilon_of",

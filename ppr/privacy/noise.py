@@ -92,14 +92,6 @@ def distributed_noise_share_std(
     return float(noise_multiplier) * float(clip_norm) / math.sqrt(int(n_expected_min))
 
 
-def distributed_noise_share(
-    key: jax.Array, size: Shape, noise_multiplier: float, clip_norm: float, n_expected_min: int
-) -> jnp.ndarray:
-    """One device's noise share (use a distinct key per device and round)."""
-    std = distributed_noise_share_std(noise_multiplier, clip_norm, n_expected_min)
-    return gaussian_noise(key, size, std)
-
-
 def realized_noise_multiplier(
     noise_multiplier: float, n_planned_min: int, n_survived: int
 ) -> float:

@@ -15,7 +15,7 @@ from ppr.config import load_config
 from ppr.errors import ConfigError
 from ppr.experiments import simulate
 from ppr.experiments.accounting import LiveLedger
-from ppr.experiments.factories import build_fleet, hyper_of, prepare_data, run_keys
+from ppr.experiments.factories import build_fleet, prepare_data, run_keys
 from ppr.experiments.simulate import resume
 from ppr.experiments.summary import DIAGNOSTIC, KINDS, RunSummary, classification
 from ppr.federated import CentralNoise, FederatedTrainer, Server, StructuredSum
@@ -157,7 +157,7 @@ def test_model_file_round_trips(tmp_path):
     assert m.privacy["epsilon"] == math.inf and len(m.item_ids) == m.n_items
 
 
-def _trainer(cfg, split, ledger_rounds=None):
+def _trainer(cfg, split):
     train = split.for_evaluation("test")[0]
     fleet = build_fleet(cfg, split, train)
     fed = cfg.federated
@@ -219,12 +219,6 @@ def test_a_round_that_releases_nothing_costs_nothing():
     _st, released, why = trainer._release(state, 0, RoundSum(np.zeros(0), 0, 0), fleet.members)
     assert not released and why == "" and ledger.rounds_released == 0
     assert ledger.epsilon() == 0.0 and len(ledger.ledger) == 0
-
-
-def test_hyper_of_matches_config():
-    cfg = load_config(None, TINY)
-    assert hyper_of(cfg).alpha == cfg.model.alpha
-
 
 def test_eval_every_curve_is_on_the_runs_own_evaluation_split(tmp_path):
     """A test run's curve comes from its test items, never from validation items that the

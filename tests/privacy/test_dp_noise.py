@@ -15,7 +15,7 @@ from scipy.stats import binom, chi2
 from ppr.errors import ConfigError
 from ppr.privacy import (
     central_noise,
-    distributed_noise_share,
+    device_noise_shares,
     distributed_noise_share_std,
     gaussian_noise,
     min_cohort_size,
@@ -49,11 +49,9 @@ def test_central_noise_std_is_sigma_times_clip(sigma: float, clip: float) -> Non
 
 def test_distributed_shares_sum_to_full_noise() -> None:
     sigma, clip, n_min, size = 1.3, 0.8, 16, N
-    keys = jax.random.split(jax.random.key(5), n_min)
-    shares = np.stack(
-        [np.asarray(distributed_noise_share(k, size, sigma, clip, n_min)) for k in keys]
-    )
     std = distributed_noise_share_std(sigma, clip, n_min)
+    # the shares as the devices of one round draw them (one key per device id)
+    shares = np.asarray(device_noise_shares(jax.random.PRNGKey(5), np.arange(n_min), size, std))
     assert std == pytest.approx(sigma * clip / 4.0)
     assert_gaussian_std(shares[0], std)
     assert_gaussian_std(shares.sum(axis=0), sigma * clip)
