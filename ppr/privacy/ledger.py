@@ -105,15 +105,22 @@ class PrivacyLedger:
         return atomic_write_text(path, self.to_json(delta, accountant) + "\n")
 
 
-def ledger_from_json(data: str | bytes | dict[str, Any]) -> PrivacyLedger:
-    """Decode :meth:`PrivacyLedger.to_json` / :meth:`PrivacyLedger.to_dict` output."""
+def decode_format(data: str | bytes | dict[str, Any], fmt: str, what: str) -> dict[str, Any]:
+    """``data`` (JSON text or an already decoded dict) as a dict whose ``format`` is ``fmt``;
+    anything else is a one-line :class:`PprError` naming ``what`` it should have been."""
     if isinstance(data, str | bytes):
         try:
             data = json.loads(data)
         except json.JSONDecodeError as exc:
-            raise PprError(f"privacy ledger is not valid JSON: {exc}.") from None
-    if not isinstance(data, dict) or data.get("format") != LEDGER_FORMAT:
-        raise PprError(f"not a privacy ledger (expected format {LEDGER_FORMAT!r}).")
+            raise PprError(f"{what} is not valid JSON: {exc}.") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise PprError(f"not a {what} (expected format {fmt!r}).")
+    return data
+
+
+def ledger_from_json(data: str | bytes | dict[str, Any]) -> PrivacyLedger:
+    """Decode :meth:`PrivacyLedger.to_json` / :meth:`PrivacyLedger.to_dict` output."""
+    data = decode_format(data, LEDGER_FORMAT, "privacy ledger")
     ledger = PrivacyLedger()
     for entry in data.get("entries", []):
         if not isinstance(entry, dict) or "name" not in entry or "event" not in entry:

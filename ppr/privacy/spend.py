@@ -55,7 +55,7 @@ from ppr.privacy.accounting import (
     event_key,
 )
 from ppr.privacy.events import event_from_json, event_to_json
-from ppr.privacy.ledger import PrivacyLedger
+from ppr.privacy.ledger import PrivacyLedger, decode_format
 
 SPEND_FORMAT = "ppr.privacy.spend/1"
 _MAX_COUNT = 1 << 30
@@ -445,13 +445,7 @@ def _round_ranges(rounds: list[int]) -> str:
 
 def spend_from_json(data: str | bytes | dict[str, Any]) -> PrivacySpend:
     """Rebuild a :class:`PrivacySpend` from :meth:`PrivacySpend.to_json`."""
-    if isinstance(data, str | bytes):
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise PprError(f"privacy spend record is not valid JSON: {exc}.") from None
-    if not isinstance(data, dict) or data.get("format") != SPEND_FORMAT:
-        raise PprError(f"not a privacy spend record (expected format {SPEND_FORMAT!r}).")
+    data = decode_format(data, SPEND_FORMAT, "privacy spend record")
     try:
         spend = PrivacySpend(
             int(data["n_devices"]),
