@@ -33,10 +33,8 @@ class LiveLedger:
     """Run-level and per-device accounting of one run (see the module docstring); the record is a
     :class:`~ppr.privacy.spend.PrivacySpend` over the fleet's members (dense indices)."""
 
-    def __init__(
-        self, plan: PrivacyPlan, members: np.ndarray, sampling_rate: float, rounds: int
-    ) -> None:
-        self.plan, self.sampling_rate, self.planned_rounds = plan, float(sampling_rate), int(rounds)
+    def __init__(self, plan: PrivacyPlan, members: np.ndarray) -> None:
+        self.plan = plan
         self.private = plan.noise_multiplier > 0
         self.members = np.asarray(members, np.int64)
         self.spend = PrivacySpend.from_plan(plan, max(int(self.members.size), 1))
@@ -47,12 +45,10 @@ class LiveLedger:
         cls,
         plan: PrivacyPlan,
         members: np.ndarray,
-        sampling_rate: float,
-        rounds: int,
         state: dict[str, Any] | None = None,
     ) -> LiveLedger:
         """A fresh ledger, or the one saved by :meth:`state` in a checkpoint."""
-        led = cls(plan, members, sampling_rate, rounds)
+        led = cls(plan, members)
         if state:
             led.spend = spend_from_json(state["spend"])
             led.rounds_released = int(state["rounds_released"])
@@ -66,7 +62,7 @@ class LiveLedger:
 
     def round_event(self, noise_multiplier: float | None) -> dp_accounting.DpEvent:
         """One released round: Poisson(q)-sampled Gaussian(σ); non-private without noise."""
-        return gaussian_rounds_event(float(noise_multiplier or 0.0), self.sampling_rate)
+        return gaussian_rounds_event(float(noise_multiplier or 0.0), self.plan.sampling_rate)
 
     def admit(self, noise_multiplier: float | None) -> str:
         if not self.private:
@@ -74,7 +70,7 @@ class LiveLedger:
         sigma = float(noise_multiplier or 0.0)
         if sigma <= 0:
             return "the round carries no noise: releasing it would void the guarantee"
-        if sigma == self.plan.noise_multiplier and self.rounds_released < self.planned_rounds:
+        if sigma == self.plan.noise_multiplier and self.rounds_released < self.plan.rounds:
             return ""  # within the calibrated plan: no accountant call needed
         if self.spend.would_exceed(self.round_event(sigma), self.plan.epsilon_target):
             return (

@@ -100,13 +100,7 @@ def simulate(
     plan = _plan(cfg, fleet)  # 3. privacy plan
     keys = run_keys(cfg, plan.noise_multiplier > 0)
     with RunSession.open(cfg, run_dir, write, resume) as session:
-        ledger = LiveLedger.restore(
-            plan,
-            fleet.members,
-            cfg.federated.sampling_rate,
-            cfg.federated.rounds,
-            session.extra.get("accounting"),
-        )
+        ledger = LiveLedger.restore(plan, fleet.members, session.extra.get("accounting"))
         prior = _release_prior(cfg, plan, data, fleet, keys, ledger, session)
         t1 = time.perf_counter()
         state, logs, channel = _train(

@@ -162,7 +162,7 @@ def _trainer(cfg, split):
     fleet = build_fleet(cfg, split, train)
     fed = cfg.federated
     plan = plan_privacy(cfg.privacy, fleet.n_devices, fed.sampling_rate, fed.rounds, False)
-    ledger = LiveLedger(plan, fleet.members, fed.sampling_rate, fed.rounds)
+    ledger = LiveLedger(plan, fleet.members)
     import optax
 
     summation = CentralNoise(
