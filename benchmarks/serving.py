@@ -16,6 +16,16 @@ crossover catalog size where Annoy at the goal beats the exact scan. Queries run
 use 2 threads.
 
     python benchmarks/serving.py [--quick] [--json] [--queries 200] [--seed 0]
+
+``--modes``: instead, the serving modes side by side through the one recommender interface
+(:mod:`ppr.experiments.serving`): recall@20 / NDCG@20 of full-server scoring (float32, exact
+scan), local serving (the device's format and index within ``--budget-mb``) and, when
+``ppr.serving.hybrid`` exists, hybrid serving, on a trained ML-100K run (``--run DIR``; trained
+from ``configs/ml100k.toml`` into a temporary folder when omitted) and on a synthetic catalog of
+``--synth-items`` items (default 1M: float32 does not fit 64 MiB) whose users hold 80 % of their
+items on the device and are evaluated on the other 20 %; device bytes and latency p50 / p95.
+
+    python benchmarks/serving.py --modes [--run RUN] [--synth-items 1000000] [--budget-mb 64]
 """
 
 from __future__ import annotations
@@ -248,7 +258,14 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--modes", action="store_true", help="serving modes side by side instead")
+    ap.add_argument("--run", type=Path, default=None, help="trained ML-100K run (--modes)")
+    ap.add_argument("--synth-items", type=int, default=1_000_000, help="synthetic catalog size")
+    ap.add_argument("--budget-mb", type=float, nargs="+", default=[64.0, 40.0])
     args = ap.parse_args()
+    if args.modes:
+        modes_main(args)
+        return
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     nq = min(args.queries, 60) if args.quick else args.queries
@@ -274,6 +291,95 @@ def main() -> None:
         print(json.dumps({"results": results, "crossover": cross, "k": K}, indent=1))
     else:
         print_table(results, cross)
+
+
+def _mode_row(name: str, mode: str, res: dict) -> dict:
+    keep = ("recall@20", "ndcg@20", "evaluated_users", "device_bytes", "format", "index")
+    row = {"catalog": name, "mode": mode} | {k: res.get(k) for k in keep}
+    return row | res["latency"] | ({"requests": res["requests"]} if "requests" in res else {})
+
+
+def ml100k_modes(run_dir: Path | None) -> list[dict]:
+    """exact / local (/ hybrid) on a trained ML-100K run (trained here when ``run_dir`` is None)."""
+    import importlib.util
+    import tempfile
+
+    from ppr.config import load_config
+    from ppr.experiments import simulate
+    from ppr.experiments.serving import evaluate_serving, open_run
+
+    if run_dir is None:
+        cfg = load_config(Path(__file__).parents[1] / "configs/ml100k.toml")
+        out = tempfile.mkdtemp(prefix="ppr-bench-")
+        run_dir = simulate(cfg.replace(**{"output.runs_dir": out}), write=True).run_dir
+    run = open_run(run_dir)
+    modes = ["exact", "local"]
+    if importlib.util.find_spec("ppr.serving.hybrid") is not None:
+        modes.append("hybrid")
+    return [_mode_row("ml-100k", m, evaluate_serving(run, m)) for m in modes]
+
+
+def synth_modes(n_items: int, budgets: list[float], n_users: int, seed: int) -> list[dict]:
+    """Full-server (float32 exact) against the device within each budget on a synthetic catalog;
+    each user holds 80 % of its items and is evaluated on the other 20 %."""
+    from ppr.experiments.serving import evaluate_recommender
+    from ppr.model.release import ReleasedModel
+    from ppr.serving.device import DeviceSettings, build_local, plan_local
+
+    rng = np.random.default_rng(seed)
+    q, users = synth_catalog(n_items, n_users, rng)
+    uu, ii, tt = [], [], []
+    for u, items in enumerate(users):
+        test = rng.random(items.size) < 0.2
+        uu.append(np.full(items.size, u)), ii.append(items), tt.append(test)
+    u_all, i_all, t_all = (np.concatenate(x) for x in (uu, ii, tt))
+    train = UserItems.from_pairs(u_all[~t_all], i_all[~t_all], len(users), n_items)
+    target = UserItems.from_pairs(u_all[t_all], i_all[t_all], len(users), n_items)
+    model = ReleasedModel(q, np.arange(n_items), alpha=ALPHA, reg=REG, version="synth")
+    name = f"synth-{n_items // 1000}k"
+    rows = [
+        _mode_row(
+            name,
+            "exact",
+            _eval(
+                ExactRecommender(ExactIndex.build(q), ALPHA, REG),
+                train,
+                target,
+                evaluate_recommender,
+            ),
+        )
+    ]
+    for mb in budgets:
+        plan = plan_local(n_items, DIM, DeviceSettings(budget_mb=mb))
+        res = _eval(build_local(model, plan), train, target, evaluate_recommender)
+        rows.append(_mode_row(name, f"local@{mb:g}MiB", res))
+    return rows
+
+
+def _eval(rec, train, target, evaluate_recommender) -> dict:
+    res = evaluate_recommender(rec, train, target, K)
+    index, pruned = rec.index, getattr(rec.index, "order", None) is not None
+    kind = index.kind + ("-pruned" if pruned else "")
+    return res | {"device_bytes": rec.nbytes, "format": index.format, "index": kind}
+
+
+def modes_main(args) -> None:
+    start = time.perf_counter()
+    rows = ml100k_modes(args.run)
+    rows += synth_modes(args.synth_items, args.budget_mb, args.queries, args.seed)
+    meta = {"wall_s": time.perf_counter() - start, "k": K}
+    meta["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.json:
+        print(json.dumps({"modes": rows} | meta, indent=1))
+        return
+    print(f"{'catalog':>12} {'mode':>14} | recall@20 ndcg@20 users | MiB fmt index | p50/p95 ms")
+    for r in rows:
+        print(
+            f"{r['catalog']:>12} {r['mode']:>14} | {r['recall@20']:.4f} {r['ndcg@20']:.4f} "
+            f"{r['evaluated_users']} | {r['device_bytes'] / 2**20:.2f} {r['format']} {r['index']} "
+            f"| {r['p50_ms']:.2f}/{r['p95_ms']:.2f}"
+        )
+    print(f"wall {meta['wall_s']:.0f} s, peak RSS {meta['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

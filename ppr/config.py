@@ -116,9 +116,52 @@ class FederatedConfig:
 
 @dataclass(frozen=True)
 class AggregationConfig:
-    mode: Literal["plaintext", "ckks"] = _f("plaintext", doc="how the round's sum is formed")
+    mode: Literal["plaintext", "ckks", "bfv"] = _f(
+        "plaintext", doc="how the round's sum is formed (bfv: encrypted integers, upload = ddg)"
+    )
     workers: int = _f(2, ge=1, doc="device-side encryption worker processes (ckks)")
     poly_modulus_degree: int = _f(4096, ge=1024, doc="CKKS ring degree N (slots = N/2)")
+    upload: Literal["float", "ddg"] = _f(
+        "float",
+        doc="what a device uploads: float32 values, or integers with discrete Gaussian noise "
+        "(ddg: distributed discrete Gaussian, rotated, rounded, packed; see the docs)",
+    )
+    bits: int = _f(20, ge=8, le=40, doc="bits per value of a ddg upload (modular sum width)")
+    ddg_granularity: float = _f(
+        0.0, ge=0.0, doc="ddg grid step gamma (0: the finest one whose overflow bound fits `bits`)"
+    )
+
+
+@dataclass(frozen=True)
+class TiersConfig:
+    """Device tiers (off by default): per tier a share of the devices, a compute speed, an uplink
+    and an availability; a round deadline in simulated seconds. Lists are one entry per tier.
+    Decisions (tier, budget, straggling) use public quantities only: see ``docs/tiers.md``."""
+
+    enabled: bool = _f(False, doc="simulate device tiers, round deadlines and adaptive budgets")
+    names: list = _f(["phone"], item=str, doc="tier names")
+    shares: list = _f([1.0], item=float, gt=0.0, le=1.0, doc="share of devices per tier (sum 1)")
+    flops: list = _f([1e9], item=float, gt=0.0, doc="compute speed per tier, FLOP/s")
+    uplink: list = _f([1e6], item=float, gt=0.0, doc="uplink bandwidth per tier, bytes/s")
+    dropout: list = _f(
+        [0.0], item=float, ge=0.0, lt=1.0, doc="probability a sampled device of the tier is away"
+    )
+    deadline_s: float = _f(math.inf, gt=0.0, doc="round deadline, simulated seconds (inf: none)")
+    adapt: bool = _f(True, doc="devices lower their local steps to meet the deadline")
+
+    def check(self) -> None:
+        """One entry per tier in every list; the shares sum to 1; the names are distinct."""
+        n = len(self.names)
+        for key in ("shares", "flops", "uplink", "dropout"):
+            if len(getattr(self, key)) != n:
+                raise ConfigError(
+                    f"`tiers.{key}` must have one entry per tier ({n}, as `tiers.names`). "
+                    f"Found {len(getattr(self, key))}."
+                )
+        if len(set(self.names)) != n:
+            raise ConfigError(f"`tiers.names` must be distinct. Found {self.names!r}.")
+        if abs(sum(self.shares) - 1.0) > 1e-6:
+            raise ConfigError(f"`tiers.shares` must sum to 1. Found {sum(self.shares):g}.")
 
 
 @dataclass(frozen=True)
@@ -172,6 +215,99 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """On-device serving (``ppr recommend`` / ``evaluate`` / ``explain``): what a device keeps of
+    the released model and how it ranks."""
+
+    device_budget_mb: float = _f(
+        64.0, gt=0.0, doc="memory budget of the device's model and index, in MiB (phone-sized)"
+    )
+    format: Literal["auto", "float32", "float16", "int8"] = _f(
+        "auto", doc="stored item matrix; `auto`: the most precise format that fits the budget"
+    )
+    index: Literal["auto", "exact", "annoy"] = _f(
+        "auto", doc="local top-k index; `auto`: the measured choice per catalog size"
+    )
+    candidates: int = _f(200, ge=1, doc="top-N local candidates a hybrid request refines")
+    k: int = _f(10, ge=1, doc="recommendations shown by `ppr recommend`")
+    explain_top: int = _f(5, ge=1, doc="own items listed per explanation")
+
+
+@dataclass(frozen=True)
+class ControlsConfig:
+    """User controls in a simulation, each for a share of users chosen from the public ``seed``
+    (``docs/transparency.md``): opt out of training, of server refinement, a personal epsilon cap,
+    deletion. Every decision they drive is data-independent."""
+
+    opt_out_share: float = _f(
+        0.0, ge=0.0, le=1.0, doc="share of users opted out of training (never sampled or charged)"
+    )
+    refine_opt_out_share: float = _f(
+        0.0, ge=0.0, le=1.0, doc="share of users opted out of server refinement when served"
+    )
+    epsilon_cap: float = _f(
+        math.inf, gt=0.0, doc='personal epsilon cap of the capped users ("inf": no cap)'
+    )
+    epsilon_cap_share: float = _f(0.0, ge=0.0, le=1.0, doc="share of users with the personal cap")
+    delete_share: float = _f(0.0, ge=0.0, le=1.0, doc="share of users who delete their data")
+    delete_after_round: int = _f(1, ge=1, doc="round after which those users delete their data")
+    device_log: bool = _f(
+        True, doc="write each device's own record of what left it (`device_log.json`)"
+    )
+
+
+#: Coarse user attributes a cold-start cohort can be defined by.
+COHORT_ATTRIBUTES = ("age_band", "gender", "occupation")
+
+
+@dataclass(frozen=True)
+class ColdStartConfig:
+    """Private cold start (:mod:`ppr.privacy.cohorts`): per-cohort DP item counts released once
+    after training, charged to the run's ledger (its ε adds to the run's total by composition)."""
+
+    enabled: bool = _f(False, doc="release the DP cohort statistics for new users")
+    mode: Literal["auto", "attributes", "anonymous"] = _f(
+        "auto",
+        doc="cohorts from coarse user attributes, or anonymous (nearest public centroid of the "
+        "released item matrix); `auto`: attributes when the data has them",
+    )
+    attributes: list = _f(
+        ["age_band", "gender"], item=str, doc="attributes that define a cohort (attributes mode)"
+    )
+    min_cohort_size: int = _f(20, ge=1, doc="K: a cohort is released only if its NOISY size >= K")
+    epsilon: float = _f(
+        1.0, gt=0.0, doc="epsilon of the cohort release alone (at the run's delta); composed into "
+        "the run's ledger, so the run's total epsilon grows with it"
+    )
+    max_items_per_user: int = _f(20, ge=1, doc="m: distinct items one user adds to the counts")
+    n_anonymous_cohorts: int = _f(8, ge=1, doc="public centroids of anonymous cohorts")
+    prior_blend: float = _f(
+        1.0,
+        ge=0.0,
+        doc="weight of the cohort prior in a device's fold-in scores (both scaled to max 1; "
+        "chosen on the synthetic data)",
+    )
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """Where device encryption (ckks) and sweep points run: in-process, in worker processes on
+    this machine, or on Ray (a local instance or a cluster; the optional `ray` extra). Results
+    do not depend on it."""
+
+    executor: Literal["local", "processes", "ray"] = _f(
+        "processes", doc="local: in-process; processes: worker processes; ray: Ray actors"
+    )
+    workers: int = _f(
+        0, ge=0, doc="workers of every role; 0: each role's own key (aggregation/sweep.workers)"
+    )
+    ray_address: str = _f(
+        "", doc='Ray to join: "" starts a local instance, "auto" or "ray://host:10001" a cluster'
+    )
+    batch: int = _f(0, ge=0, doc="devices per encryption task; 0: 1 (processes), 8 (ray)")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """Grid of ``ppr sweep``: epsilons x seeds x (optional) other keys. Ignored by ``simulate``."""
 
@@ -181,6 +317,29 @@ class SweepConfig:
     seeds: list = _f([0], item=int, ge=0, doc="seeds of every point")
     grid: dict = _f({}, doc='other keys to sweep, e.g. {"privacy.clip_norm" = [0.5, 1.0]}')
     workers: int = _f(0, ge=0, doc="points run in parallel (0: one per 2 cores, at least 1)")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Validation sweep of ``ppr tune``: arms (``grid``) x ``seeds`` at the target ``epsilon`` on
+    the validation split; the best arm is written as the config of ``ppr sweep``. Ignored by
+    ``simulate`` and ``sweep``."""
+
+    epsilon: float = _f(4.0, gt=0.0, doc="target epsilon the arms are compared at")
+    seeds: list = _f([0], item=int, ge=0, doc="seeds of every arm (mean over them is compared)")
+    grid: dict = _f({}, doc='arms: keys to try, e.g. {"federated.sampling_rate" = [0.05, 0.1]}')
+    metric: Literal["recall", "ndcg"] = _f("recall", doc="validation metric @ evaluation.k")
+
+
+@dataclass(frozen=True)
+class PeriodicConfig:
+    """Periodic retraining (``ppr periodic``): the log split into time windows by timestamp;
+    version v trains from version v-1's item matrix and is evaluated on window v+1."""
+
+    windows: int = _f(4, ge=2, doc="time windows (equal numbers of positives); one version each")
+    history: Literal["cumulative", "window"] = _f(
+        "cumulative", doc="a device holds all its positives so far, or only the window's"
+    )
 
 
 @dataclass(frozen=True)
@@ -195,10 +354,17 @@ class Config:
     federated: FederatedConfig = field(default_factory=FederatedConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    tiers: TiersConfig = field(default_factory=TiersConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
+    cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    periodic: PeriodicConfig = field(default_factory=PeriodicConfig)
 
     def check(self) -> None:
         """Cross-key checks of a resolved config (raises :class:`ConfigError`)."""
@@ -219,6 +385,48 @@ class Config:
                     "`privacy.clip_norm` must be finite when `privacy.epsilon` is finite. "
                     "Found inf."
                 )
+
+        self._check_upload(private)
+        c = self.controls
+        if c.epsilon_cap_share > 0 and not math.isfinite(c.epsilon_cap):
+            raise ConfigError(
+                "`controls.epsilon_cap` must be finite when `controls.epsilon_cap_share` is "
+                "positive. Found inf."
+            )
+
+        self.tiers.check()
+
+        unknown = sorted(set(self.cold_start.attributes) - set(COHORT_ATTRIBUTES))
+        if unknown:
+            raise ConfigError(
+                f"`cold_start.attributes` must be among {', '.join(COHORT_ATTRIBUTES)}. "
+                f"Found {unknown[0]!r}."
+            )
+
+    def _check_upload(self, private: bool) -> None:
+        """Cross-key checks of compressed (ddg) uploads."""
+        agg = self.aggregation
+        if agg.mode == "bfv" and agg.upload != "ddg":
+            raise ConfigError(
+                "`aggregation.mode` = 'bfv' encrypts integer uploads: it needs "
+                f"`aggregation.upload = 'ddg'`. Found {agg.upload!r}."
+            )
+        if agg.upload != "ddg":
+            return
+        if agg.mode == "ckks":
+            raise ConfigError(
+                "`aggregation.upload` = 'ddg' sends integers: use `aggregation.mode = 'bfv'` "
+                "(encrypted) or 'plaintext', not 'ckks'."
+            )
+        if not math.isfinite(self.privacy.clip_norm):
+            raise ConfigError(
+                "`privacy.clip_norm` must be finite with `aggregation.upload = 'ddg'`. Found inf."
+            )
+        if private and self.privacy.noise != "distributed":
+            raise ConfigError(
+                "`privacy.noise` must be 'distributed' with `aggregation.upload = 'ddg'` (each "
+                "device adds its discrete Gaussian share). Found 'central'."
+            )
 
     def replace(self, **overrides: Any) -> Config:
         """Return a copy with dotted-key overrides applied and validated, e.g.

@@ -38,6 +38,7 @@ from ppr.crypto.params import CkksParams, default_params, precision_bound
 from ppr.crypto.pool import EncryptionPool
 from ppr.crypto.roles import Aggregator, FloodingReport, KeyHolder
 from ppr.crypto.spec import AggregationSpec, check_update
+from ppr.execution import Executor
 
 logger = logging.getLogger("ppr.crypto")
 
@@ -245,9 +246,11 @@ class CkksSecureAggregation(_RoundAggregation):
     neither may be seeded from a config. ``flooding_rng`` (a ``np.random.Generator``) is the one
     exception: an explicit, labelled reproducible-experiment mode for the flooding noise (every
     result's ``flooding.source`` says so). ``workers > 1`` encrypts in a pool of processes kept
-    alive until :meth:`close` (also a context manager). Before each round the cohort plus noise
-    is checked against the overflow capacity; after decryption (and flooding) the key holder
-    rejects (:class:`~ppr.crypto.errors.AggregateRejectedError`) an aggregate that is non-finite
+    alive until :meth:`close` (also a context manager); ``executor`` (which the aggregation then
+    owns) runs the encryption elsewhere (:mod:`ppr.execution`), ``batch`` devices per task.
+    Before each round the cohort plus noise is checked against the overflow capacity; after
+    decryption (and flooding) the key holder rejects
+    (:class:`~ppr.crypto.errors.AggregateRejectedError`) an aggregate that is non-finite
     or beyond ``(n_accepted + max|noise| / value_bound)`` value bounds plus the precision margin
     (flooding included), and, when ``l2_clip`` (the devices' L2 clip norm) is given, one whose L2
     norm exceeds ``n_accepted * l2_clip + ||noise||`` plus the precision margin.
@@ -263,6 +266,8 @@ class CkksSecureAggregation(_RoundAggregation):
         start_method: str = "spawn",
         l2_clip: float | None = None,
         flooding_rng: np.random.Generator | None = None,
+        executor: Executor | None = None,
+        batch: int = 1,
     ) -> None:
         self.spec = AggregationSpec(update_size, value_bound, params or default_params())
         self.l2_clip = None if l2_clip is None else float(l2_clip)
@@ -272,7 +277,9 @@ class CkksSecureAggregation(_RoundAggregation):
         self._public_context = public
         received = self.channel.send(KEY_HOLDER, AGGREGATOR, KIND_PUBLIC_CONTEXT, public, -1)
         self.aggregator = Aggregator(received, self.spec)
-        self._pool = EncryptionPool(public, self.spec, workers, start_method)
+        self._pool = EncryptionPool(
+            public, self.spec, workers, start_method, executor=executor, batch=batch
+        )
         self._devices_with_context: set[int] = set()
 
     @property

@@ -24,6 +24,7 @@ import dp_accounting
 import numpy as np
 
 from ppr.privacy import PrivacyPlan
+from ppr.privacy.ddg import contains_ddg, ddg_realized_event
 from ppr.privacy.events import gaussian_rounds_event
 from ppr.privacy.ledger import PrivacyLedger
 from ppr.privacy.spend import PrivacySpend, spend_from_json
@@ -39,6 +40,9 @@ class LiveLedger:
         self.members = np.asarray(members, np.int64)
         self.spend = PrivacySpend.from_plan(plan, max(int(self.members.size), 1))
         self.rounds_released = 0
+        # (device ids, their personal ε caps) of the eligible capped devices (ppr.experiments.
+        # controls); a round whose realized noise differs from the plan is checked against them
+        self.cap_watch: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def restore(
@@ -61,8 +65,13 @@ class LiveLedger:
         return np.searchsorted(self.members, np.asarray(device_ids, np.int64))
 
     def round_event(self, noise_multiplier: float | None) -> dp_accounting.DpEvent:
-        """One released round: Poisson(q)-sampled Gaussian(σ); non-private without noise."""
-        return gaussian_rounds_event(float(noise_multiplier or 0.0), self.plan.sampling_rate)
+        """One released round: Poisson(q)-sampled Gaussian(σ); non-private without noise. A
+        plan of compressed uploads charges its discrete Gaussian round with the realized shares
+        (:func:`ppr.privacy.ddg.ddg_realized_event`; composed with the rest in RDP)."""
+        sigma = float(noise_multiplier or 0.0)
+        if contains_ddg(self.plan.round_event):
+            return ddg_realized_event(self.plan.round_event, self.plan.noise_multiplier, sigma)
+        return gaussian_rounds_event(sigma, self.plan.sampling_rate)
 
     def admit(self, noise_multiplier: float | None) -> str:
         if not self.private:
@@ -70,6 +79,11 @@ class LiveLedger:
         sigma = float(noise_multiplier or 0.0)
         if sigma <= 0:
             return "the round carries no noise: releasing it would void the guarantee"
+        if sigma != self.plan.noise_multiplier and not self._within_caps(sigma):
+            return (
+                f"releasing round {self.rounds_released + 1} (noise multiplier {sigma:.4g}) "
+                "would pass a device's personal epsilon cap; training stops here"
+            )
         if sigma == self.plan.noise_multiplier and self.rounds_released < self.plan.rounds:
             return ""  # within the calibrated plan: no accountant call needed
         if self.spend.would_exceed(self.round_event(sigma), self.plan.epsilon_target):
@@ -78,6 +92,24 @@ class LiveLedger:
                 f"would pass the target epsilon {self.plan.epsilon_target:g}; training stops here"
             )
         return ""
+
+    def devices_within_cap(
+        self, event: dp_accounting.DpEvent, cap: float, device_ids: np.ndarray
+    ) -> np.ndarray:
+        """Mask over ``device_ids``: whose own spend stays ``<= cap`` if ``event`` is charged to
+        them (decided on the planned event and the eligible-release counts only)."""
+        return self.spend.devices_within_cap(event, cap, device_ids=self._index(device_ids))
+
+    def _within_caps(self, sigma: float) -> bool:
+        """Whether every watched capped device stays within its cap with this round charged."""
+        if self.cap_watch is None:
+            return True
+        ids, caps = self.cap_watch
+        event = self.round_event(sigma)
+        return all(
+            bool(self.devices_within_cap(event, float(c), ids[caps == c]).all())
+            for c in np.unique(caps)
+        )
 
     def charge(self, round_idx: int, noise_multiplier: float | None, eligible: np.ndarray) -> None:
         self.spend.charge(

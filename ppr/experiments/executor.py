@@ -10,36 +10,38 @@ Invariants:
   (TOML), its description and the run's summary. On resume, a point counts as done only when its
   ``point.json`` parses and its config equals the point's config (:func:`load_done`); any other
   point (missing, partial, corrupted, stale) is rerun from an empty directory.
-* Parallel points run in ``spawn``-ed processes (JAX is not fork-safe); each worker gets
-  ``cores // workers`` BLAS threads and, when that is 1, single-threaded XLA CPU (Eigen) kernels,
-  so workers never oversubscribe the cores. One worker runs in-process.
-* A failed point stops the sweep (pending points are cancelled, running ones finish and are saved)
-  and its error is re-raised: a user error stays a :class:`~ppr.errors.PprError`.
-* Ctrl-C (SIGINT to the whole process group) is the parent's alone: workers are spawned with
-  SIGINT blocked and ignore it, and on ``KeyboardInterrupt`` the parent kills them instead of
-  waiting for their points (which ``--resume`` reruns: they wrote no ``point.json``).
+* Points run on the sweep's executor (:mod:`ppr.execution`, ``[execution]``): in-process
+  (``local``, or ``processes`` with one worker: round progress is reported), in ``spawn``-ed
+  worker processes (JAX is not fork-safe) with ``cores // workers`` BLAS threads each (XLA's
+  threading stays the caller's: it would change the float32 sums' order), or on Ray actors (a
+  local instance or a cluster; the sweep directory must then be on a filesystem every node
+  sees). The executor does not change a point's result.
+* A failed point stops the sweep (pending points are never started, running ones finish and are
+  saved) and its error is re-raised: a user error stays a :class:`~ppr.errors.PprError`; a point
+  whose worker died is a ``RuntimeError`` naming it.
+* Ctrl-C (SIGINT to the whole process group) is the parent's alone: workers start with SIGINT
+  blocked and ignore it, and on ``KeyboardInterrupt`` the parent kills them instead of waiting
+  for their points (which ``--resume`` reruns: they wrote no ``point.json``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import os
 import shutil
-import signal
 import tomllib
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ppr.config import Config, from_dict, to_toml
 from ppr.errors import ConfigError, PprError
+from ppr.execution import ExecutionError, Executor, LocalExecutor, cores, make_executor, n_workers
+from ppr.execution.processes import scoped_env, worker_env
 from ppr.experiments.grid import SweepPoint, canonical_config
 from ppr.experiments.simulate import simulate
 from ppr.io import atomic_write_json, read_json
 
-__all__ = ["POINT_FILE", "auto_workers", "execute_points", "load_done"]
+__all__ = ["POINT_FILE", "auto_workers", "execute_points", "load_done", "sweep_executor"]
 
 POINT_FILE = "point.json"
 _FORMAT = 1
@@ -55,10 +57,22 @@ def auto_workers(requested: int = 0) -> int:
 
 
 def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return cores()
+
+
+def _worker_env(workers: int) -> contextlib.AbstractContextManager[None]:
+    """The environment a spawned point worker gets (:func:`ppr.execution.processes.worker_env`),
+    set in this process until the block ends."""
+    return scoped_env(worker_env(workers))
+
+
+def sweep_executor(cfg: Config, workers: int | None, n_points: int) -> Executor:
+    """The executor of a sweep's points: ``[execution]`` with ``workers`` (None:
+    ``execution.workers``, else ``sweep.workers``; 0: auto), at most one per point. No stall
+    limit: a point may run for hours."""
+    requested = n_workers(cfg.execution, cfg.sweep.workers) if workers is None else workers
+    n = min(auto_workers(requested), max(1, n_points))
+    return make_executor(cfg.execution, n, stall_timeout_s=None)
 
 
 def load_done(point_dir: Path, cfg: Config) -> dict | None:
@@ -97,32 +111,6 @@ def _run_point(
     return record
 
 
-@contextlib.contextmanager
-def _worker_env(workers: int) -> Iterator[None]:
-    """Environment inherited by the spawned workers: a fair share of the cores each.
-
-    Set in the parent while the workers are spawned (so it is in place before anything in the
-    child imports numpy or jax), restored afterwards."""
-    threads = max(1, _cores() // workers)
-    env = {v: str(threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                     "MKL_NUM_THREADS") if v not in os.environ}  # fmt: skip
-    xla = os.environ.get("XLA_FLAGS", "")
-    if threads == 1 and "xla_cpu_multi_thread_eigen" not in xla:
-        env["XLA_FLAGS"] = f"{xla} --xla_cpu_multi_thread_eigen=false".strip()
-    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
-        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 class _RoundRelay(NamedTuple):
     """``simulate``'s progress callback -> the sweep's round events for one point."""
 
@@ -139,16 +127,21 @@ def _reraise(point: SweepPoint, exc: BaseException) -> None:
     raise RuntimeError(f"sweep point {point.point_id} failed: {exc!r}") from exc
 
 
+def _point_task(_state: None, task: tuple[Config, str, dict[str, Any]]) -> dict[str, Any]:
+    """A worker's item: ``(config, point dir, point info)`` -> the point's record."""
+    return _run_point(*task)
+
+
 def execute_points(
     tasks: list[tuple[SweepPoint, Config, Path]],
-    workers: int,
+    executor: Executor,
     on_done: Callable[[SweepPoint, dict], None],
     on_round: Callable[[SweepPoint, int, int], None] | None,
 ) -> None:
-    """Run every ``(point, config, point_dir)`` of ``tasks`` (see the module invariants):
-    ``on_done(point, record)`` after each, in index order among those finishing together;
-    ``on_round`` only for points run in-process (``workers <= 1``)."""
-    if workers <= 1:
+    """Run every ``(point, config, point_dir)`` of ``tasks`` on ``executor`` (see the module
+    invariants): ``on_done(point, record)`` after each, in completion order; ``on_round`` only
+    for points run in-process (the ``local`` executor)."""
+    if isinstance(executor, LocalExecutor):
         for point, cfg, pdir in tasks:
             cb = None if on_round is None else _RoundRelay(on_round, point)
             try:
@@ -157,44 +150,23 @@ def execute_points(
                 _reraise(point, exc)
             on_done(point, record)
         return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint) as ex:
-        pending: dict[Future, SweepPoint] = {}
-        try:
-            with _worker_env(workers), _sigint_blocked():  # workers are spawned on submit
-                for point, cfg, pdir in tasks:
-                    pending[ex.submit(_run_point, cfg, str(pdir), point.info())] = point
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in sorted(done, key=lambda f: pending[f].index):
-                    point = pending.pop(fut)
-                    exc = fut.exception()
-                    if exc is not None:
-                        _reraise(point, exc)
-                    on_done(point, fut.result())
-        except KeyboardInterrupt:
-            # The executor has no public way to stop running calls; its process table is the
-            # only handle (stable across CPython 3.8-3.13).
-            for proc in list((getattr(ex, "_processes", None) or {}).values()):
-                proc.kill()
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
-        except BaseException:
-            ex.shutdown(wait=True, cancel_futures=True)
-            raise
+    failed: list[tuple[SweepPoint, BaseException]] = []
 
+    def items() -> Iterator[tuple[Config, str, dict[str, Any]]]:
+        for point, cfg, pdir in tasks:
+            if failed:  # a failed point stops the sweep: pending points are never started
+                return
+            yield cfg, str(pdir), point.info()
 
-def _ignore_sigint() -> None:
-    """Worker initializer: Ctrl-C is the parent's to handle."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """SIGINT blocked while workers are spawned: the mask survives fork and exec, so a Ctrl-C
-    cannot reach a worker before its initializer runs; the parent's own is only deferred."""
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    stream = executor.as_completed(_point_task, items())
     try:
-        yield
+        for done in stream:
+            point = tasks[done.index][0]
+            if done.ok:
+                on_done(point, done.value)
+            elif not failed:  # the points still running finish (and are saved) first
+                failed.append((point, done.error or ExecutionError(done.lost)))
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        stream.close()  # on Ctrl-C (raised in on_done too): the busy workers are killed
+    if failed:
+        _reraise(*failed[0])

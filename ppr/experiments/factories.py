@@ -15,6 +15,7 @@ every output labels). A non-private run needs no secret: its rounds use ``PRNGKe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -25,8 +26,17 @@ from ppr.crypto.params import default_params
 from ppr.data.loaders import load_interactions
 from ppr.data.split import Split, UserItems, make_split
 from ppr.errors import ConfigError, PprError
+from ppr.execution import (
+    DEFAULT_STALL_TIMEOUT_S,
+    Executor,
+    batch_size,
+    make_executor,
+    n_workers,
+)
+from ppr.experiments.controls import UserControls
 from ppr.federated import (
     CentralNoise,
+    DdgSum,
     DeviceFleet,
     DistributedNoise,
     EncodedSum,
@@ -38,8 +48,17 @@ from ppr.federated import (
     SumStrategy,
     make_server_optimizer,
 )
+from ppr.federated.quantize import padded_dim
+from ppr.federated.tiers import (
+    CostModel,
+    TierSchedule,
+    availability,
+    message_bytes,
+    schedule_from_config,
+)
 from ppr.model.mf import MFHyper, init_item_factors
 from ppr.privacy import PrivacyPlan, min_cohort_size
+from ppr.privacy.ddg import DdgParams, ddg_params, plan_ddg
 from ppr.privacy.noise import NOISE_SHARE_RANGE
 from ppr.privacy.randomness import secret_key
 
@@ -47,9 +66,12 @@ __all__ = [
     "RunKeys",
     "build_fleet",
     "build_summation",
+    "build_tiers",
     "build_trainer",
     "check_run",
+    "ddg_params_of",
     "hyper_of",
+    "plan_upload",
     "prepare_data",
     "run_keys",
     "secure_aggregation",
@@ -106,7 +128,8 @@ def prepare_data(cfg: Config) -> Split:
 
 
 def build_fleet(cfg: Config, split: Split, train: UserItems) -> DeviceFleet:
-    fleet = DeviceFleet(train, split.train_users, hyper_of(cfg))
+    opted_out = UserControls.from_config(cfg, train.n_users).opted_out  # never eligible
+    fleet = DeviceFleet(train, split.train_users, hyper_of(cfg), opted_out=opted_out)
     if fleet.n_devices == 0:
         raise ConfigError("no training device holds a training item: nothing to train on.")
     if cfg.aggregation.mode == "ckks":  # a round's sum must stay inside the CKKS capacity
@@ -129,6 +152,7 @@ def noise_floor(cfg: Config, plan: PrivacyPlan, n_devices: int) -> int:
     """``n_min`` of distributed noise (1 otherwise): see :func:`ppr.privacy.min_cohort_size`."""
     if plan.noise_multiplier > 0 and cfg.privacy.noise == "distributed":
         rate = cfg.federated.sampling_rate * (1.0 - cfg.federated.dropout_rate)
+        rate *= availability(cfg.tiers)  # device tiers: P(a sampled device is not away)
         return min_cohort_size(n_devices, rate)
     return 1
 
@@ -154,12 +178,54 @@ def secure_aggregation(
         workers=cfg.aggregation.workers,
         value_bound=bound,
         l2_clip=l2,
+        executor=encryption_executor(cfg),
+        batch=batch_size(cfg.execution),
     )
+
+
+def encryption_executor(cfg: Config) -> Executor:
+    """Where devices encrypt (``[execution]``; ``aggregation.workers`` unless
+    ``execution.workers`` is set); a worker holding one batch for 300 s is replaced."""
+    workers = n_workers(cfg.execution, cfg.aggregation.workers)
+    return make_executor(cfg.execution, workers, stall_timeout_s=DEFAULT_STALL_TIMEOUT_S)
+
+
+def ddg_params_of(
+    cfg: Config, plan: PrivacyPlan, n_items: int, n_devices: int
+) -> Callable[[float], DdgParams]:
+    """``σ -> DdgParams`` of ``cfg``'s compressed uploads: the cohort cap ``n_cap`` (Poisson:
+    ``qN + 8 sqrt(qN)``, at most N; fixed: the participants) and ``n_min`` are data-independent."""
+    fed, agg = cfg.federated, cfg.aggregation
+    if fed.sampling == "poisson":
+        mean = n_devices * fed.sampling_rate
+        n_cap = min(n_devices, math.ceil(mean + 8.0 * math.sqrt(mean)))
+    else:
+        n_cap = min(n_devices, fed.participants)
+    n_min = noise_floor(cfg, plan, n_devices) if plan.noise_multiplier > 0 else 1
+    dim = padded_dim(n_items * cfg.model.dim)
+    clip = cfg.privacy.clip_norm
+
+    def params_of(sigma: float) -> DdgParams:
+        return ddg_params(clip, dim, agg.bits, n_cap, n_min, sigma, agg.ddg_granularity)
+
+    return params_of
+
+
+def plan_upload(cfg: Config, plan: PrivacyPlan, n_items: int, n_devices: int) -> PrivacyPlan:
+    """``plan`` recalibrated for the configured upload: unchanged for float uploads; for ddg,
+    the discrete Gaussian rounds composed in RDP (:func:`ppr.privacy.ddg.plan_ddg`)."""
+    if cfg.aggregation.upload != "ddg":
+        return plan
+    return plan_ddg(plan, ddg_params_of(cfg, plan, n_items, n_devices))[0]
 
 
 def build_summation(cfg: Config, plan: PrivacyPlan, n_items: int, n_devices: int) -> SumStrategy:
     """The round-sum strategy of ``cfg`` (plaintext structured or CKKS), wrapped by DP noise."""
     dim, priv = cfg.model.dim, cfg.privacy
+    if cfg.aggregation.upload == "ddg":  # integer noise is part of the upload: no wrapper
+        params = ddg_params_of(cfg, plan, n_items, n_devices)(plan.noise_multiplier)
+        encrypted = cfg.aggregation.mode == "bfv"
+        return DdgSum(params, n_items, dim, rotation_seed=cfg.seed, encrypted=encrypted)
     if cfg.aggregation.mode == "ckks":
         base = EncodedSum(secure_aggregation(cfg, plan, n_items, n_devices), n_items, dim)
     else:
@@ -170,6 +236,19 @@ def build_summation(cfg: Config, plan: PrivacyPlan, n_items: int, n_devices: int
         return CentralNoise(base, plan.noise_multiplier, priv.clip_norm)
     n_min = noise_floor(cfg, plan, n_devices)
     return DistributedNoise(base, plan.noise_multiplier, priv.clip_norm, n_min)
+
+
+def build_tiers(cfg: Config, fleet: DeviceFleet, summation: SumStrategy) -> TierSchedule | None:
+    """The device-tier schedule of ``cfg.tiers`` (``None`` when off): tiers from the public seed,
+    budgets from public sizes and the real upload size of the run's mode (see
+    :mod:`ppr.federated.tiers`)."""
+    if not cfg.tiers.enabled:
+        return None
+    try:
+        cost = CostModel(fleet.n_items, cfg.model.dim, message_bytes(summation))
+    except ValueError as exc:
+        raise ConfigError(f"`tiers.enabled`: {exc}") from None
+    return schedule_from_config(cfg.tiers, cfg.seed, fleet.n_users, cost, cfg.model.local_steps)
 
 
 def build_trainer(
@@ -198,5 +277,6 @@ def build_trainer(
         clip_norm=cfg.privacy.clip_norm,
         fixed_denominator=fed.sampling_rate * fleet.n_devices if private else None,
         accounting=accounting,
+        tiers=build_tiers(cfg, fleet, summation),
     )
     return trainer, server.init(q0)

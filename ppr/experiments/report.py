@@ -75,6 +75,7 @@ def build_summary(
     timing: tuple[float, float, float, float],
     run_dir: str | None,
     channel: tuple[dict | None, float] = (None, 0.0),
+    tiers: dict | None = None,
 ) -> RunSummary:
     split, train, target = data
     return RunSummary(
@@ -95,6 +96,7 @@ def build_summary(
         timing=TimingSummary(*timing, peak_rss_mib=peak_rss_mib()),
         metrics=evaluation[0],
         baselines=evaluation[1],
+        tiers=tiers or {},
         model_version=model_version,
         run_dir=run_dir,
     )

@@ -9,7 +9,9 @@ twice), and on success writes the run's outputs through the release boundary:
   released model) and ``summary.json`` restricted to public and protected fields when
   ``output.protected_only`` is set (see :mod:`ppr.experiments.summary`);
 * unless ``output.protected_only``: the diagnostics ``metrics.jsonl`` (per-round exact norms,
-  clipped fractions, counts) and ``devices.json`` (the trusted side's per-device spend).
+  clipped fractions, counts) and ``devices.json`` (the trusted side's per-device spend), and
+  ``device_log.json`` (device-local: what each device itself sent, see
+  :mod:`ppr.experiments.controls`).
 
 A resume refuses a ``config.toml`` that differs from the config the checkpoint was written under
 (the ledger must describe the run that really happened), and a corrupt checkpoint is one line.
@@ -36,7 +38,7 @@ from ppr.federated import RoundLog
 from ppr.io import atomic_write_json, atomic_write_text
 from ppr.model.release import ReleasedModel
 
-DIAGNOSTIC_FILES = ("metrics.jsonl", "devices.json")
+DIAGNOSTIC_FILES = ("metrics.jsonl", "devices.json", "device_log.json")
 
 
 def config_changes(written: str, now: str) -> list[str]:
@@ -127,8 +129,12 @@ class RunSession:
     def final_dir(self) -> str | None:
         return str(self.rd.final) if self.rd is not None else None
 
-    def finish(self, summary: RunSummary, model: ReleasedModel, ledger, logs) -> Path | None:
-        """Write the outputs through the release boundary and commit the directory."""
+    def finish(
+        self, summary: RunSummary, model: ReleasedModel, ledger, logs,
+        device_files: dict[str, Any] | None = None,
+    ) -> Path | None:
+        """Write the outputs through the release boundary and commit the directory;
+        ``device_files`` (the devices' own logs, device-local state) unless protected_only."""
         if self.rd is None:
             return None
         protected_only = self.cfg.output.protected_only
@@ -143,5 +149,7 @@ class RunSession:
                 self.rd.file(name).unlink(missing_ok=True)
         else:
             atomic_write_json(self.rd.file("devices.json"), ledger.devices_report())
+            for name, content in (device_files or {}).items():
+                atomic_write_json(self.rd.file(name), content)
         self.rd.file(CHECKPOINT).unlink(missing_ok=True)
         return self.rd.commit()

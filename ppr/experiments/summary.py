@@ -105,6 +105,7 @@ class RunSummary:
     timing: TimingSummary = _r(PUBLIC)
     metrics: dict = _r(DIAGNOSTIC, dict)
     baselines: dict = _r(DIAGNOSTIC, dict)
+    tiers: dict = _r(DIAGNOSTIC, dict)  # device tiers: rounds and recall by tier, activity
     model_version: str = _r(PROTECTED, "")
     run_dir: str | None = _r(PUBLIC, None)
 

@@ -46,7 +46,13 @@ from typing import Any, Literal, NamedTuple
 
 from ppr.config import Config, flatten, load_config, to_dict, to_toml
 from ppr.errors import ConfigError, PprError
-from ppr.experiments.executor import POINT_FILE, auto_workers, execute_points, load_done
+from ppr.experiments.executor import (
+    POINT_FILE,
+    auto_workers,
+    execute_points,
+    load_done,
+    sweep_executor,
+)
 from ppr.experiments.factories import check_run
 from ppr.experiments.grid import (
     SweepPoint,
@@ -155,8 +161,9 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or, with ``resume``, complete) the sweep ``cfg.sweep`` of the base config ``cfg``
     into ``out_dir`` and write its reports. ``workers``: parallel points (None:
-    ``cfg.sweep.workers``; 0: auto). Raises :class:`~ppr.errors.PprError` for a bad grid, a
-    non-empty ``out_dir`` without ``resume``, or a resume with a different base config."""
+    ``execution.workers`` or ``cfg.sweep.workers``; 0: auto) on ``execution.executor``.
+    Raises :class:`~ppr.errors.PprError` for a bad grid, a non-empty ``out_dir`` without
+    ``resume``, or a resume with a different base config."""
     points = expand_grid(cfg)
     configs = {p.point_id: point_config(cfg, p) for p in points}
     _preflight(points, configs)
@@ -187,9 +194,8 @@ def run_sweep(
         if progress is not None:
             progress(SweepProgress("round", len(records), total, point, r, n))
 
-    n_workers = min(auto_workers(cfg.sweep.workers if workers is None else workers),
-                    max(1, len(tasks)))  # fmt: skip
-    execute_points(tasks, n_workers, on_done, on_round if progress is not None else None)
+    with sweep_executor(cfg, workers, len(tasks)) as executor:
+        execute_points(tasks, executor, on_done, on_round if progress is not None else None)
 
     grid_keys = list(cfg.sweep.grid)
     agg, runs = sweep_rows(points, configs, records, grid_keys)

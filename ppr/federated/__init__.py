@@ -23,6 +23,7 @@ from ppr.federated.fleet import DeviceFleet, DeviceRound, apply_dropout, sample_
 from ppr.federated.server import Server, ServerState, make_server_optimizer
 from ppr.federated.summation import (
     CentralNoise,
+    DdgSum,
     DistributedNoise,
     EncodedSum,
     RoundSum,
@@ -33,6 +34,7 @@ from ppr.federated.trainer import FederatedTrainer, RoundAccounting, RoundLog
 
 __all__ = [
     "CentralNoise",
+    "DdgSum",
     "Device",
     "DeviceFleet",
     "DeviceMessage",

@@ -189,14 +189,23 @@ class DeviceFleet:
     def n_items(self) -> int:
         return self._items.n_items
 
-    def compute(self, q: jax.Array, device_ids: np.ndarray, clip_norm: float) -> DeviceRound:
+    @property
+    def n_users(self) -> int:
+        """User ids ``0 .. n_users - 1`` (devices or not; public: the enrolment range)."""
+        return self._items.n_users
+
+    def compute(
+        self, q: jax.Array, device_ids: np.ndarray, clip_norm: float, hyper: MFHyper | None = None
+    ) -> DeviceRound:
         """Each device solves its user vector from ``q`` and its own items and computes its
-        clipped update. ``Q^T Q`` is computed once and shared (it is a function of ``q`` only)."""
+        clipped update. ``Q^T Q`` is computed once and shared (it is a function of ``q`` only).
+        ``hyper`` overrides the fleet's (e.g. a device tier's budget of local steps)."""
+        hyper = self.hyper if hyper is None else hyper
         if np.asarray(device_ids).size == 0:
             return DeviceRound([], [], q)
         g = gram(q)
-        m_inv = preconditioner(g, self.hyper.reg)
+        m_inv = preconditioner(g, hyper.reg)
         batches = self._pack(np.asarray(device_ids, dtype=np.int64))
         clip = jnp.float32(clip_norm)
-        updates = [batch_update(q, g, b, self.hyper, clip, m_inv=m_inv) for b in batches]
+        updates = [batch_update(q, g, b, hyper, clip, m_inv=m_inv) for b in batches]
         return DeviceRound(batches, updates, q)

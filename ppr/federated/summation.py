@@ -23,10 +23,15 @@ DP noise wraps a strategy instead of being a flag inside it:
   ``s = sigma C / sqrt(n_min)`` (see :mod:`ppr.privacy.noise`) before its update leaves it. On the
   structured path the shares' sum is drawn as one Gaussian of std ``s sqrt(n)``: the same
   distribution as the sum of ``n`` independent shares.
+
+Compressed uploads with integer noise are one strategy with the noise inside,
+:class:`DdgSum` (the distributed discrete Gaussian: see :mod:`ppr.federated.quantize`,
+:mod:`ppr.privacy.ddg` and :mod:`ppr.crypto.integer`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,8 +39,25 @@ from typing import Protocol
 import jax
 import numpy as np
 
+from ppr.crypto.integer import (
+    IntegerAggregator,
+    IntegerKeyHolder,
+    batching_prime,
+    encrypt_slots,
+)
 from ppr.federated.device import Float32Codec
 from ppr.federated.fleet import DeviceRound
+from ppr.federated.quantize import (
+    decode_sum,
+    encode_rows,
+    pack,
+    packed_width,
+    padded_dim,
+    plain_modulus_bits,
+    rotation_signs,
+    unpack_sum,
+)
+from ppr.privacy.ddg import DdgParams
 from ppr.privacy.noise import (
     central_noise,
     device_noise_shares,
@@ -235,3 +257,119 @@ class DistributedNoise:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _rng_of(key: jax.Array, salt: int) -> np.random.Generator:
+    """A NumPy generator seeded by ``fold_in(key, salt)`` (secret when ``key`` is)."""
+    sub = jax.random.fold_in(key, int(salt))
+    if jax.dtypes.issubdtype(sub.dtype, jax.dtypes.prng_key):
+        sub = jax.random.key_data(sub)
+    return np.random.default_rng(np.asarray(sub, np.uint32).reshape(-1).tolist())
+
+
+class DdgSum:
+    """Compressed uploads with integer noise: the distributed discrete Gaussian (KLS 2021).
+
+    Each device rotates, scales, rounds and noises its clipped update into integers
+    (:func:`ppr.federated.quantize.encode_rows`, with a discrete Gaussian share of std
+    ``params.share_stddev``), packs ``k`` ``b``-bit values per slot and uploads them; the sum is
+    taken modulo the plaintext modulus ``t`` -- under BFV encryption (``encrypted``, the
+    aggregator holds the public context only) or as the same int64 arithmetic in the clear (the
+    decrypted BFV sum is bitwise the plaintext one) -- then decoded, rescaled and unrotated.
+    The noise is part of the upload, so this strategy is not wrapped by a noise class; its
+    realized noise multiplier is ``σ sqrt(min(n, n_min) / n_min)`` as for
+    :class:`DistributedNoise`.
+
+    A round with more than ``params.n_cap`` devices (beyond the overflow bound) keeps
+    ``n_cap`` of them chosen at random from the round key (a data-independent choice); the
+    others are reported as dropped. Device randomness (rounding, shares) is drawn per chunk of
+    ``chunk`` devices from ``fold_in(key, first device id)``. Upload bytes: the serialized
+    ciphertexts (``encrypted``), else the packed slots at ``ceil(log2 t)`` bits each.
+    """
+
+    def __init__(
+        self,
+        params: DdgParams,
+        n_items: int,
+        dim: int,
+        *,
+        rotation_seed: int,
+        encrypted: bool = False,
+        chunk: int = 64,
+    ) -> None:
+        self.params = params
+        self.n_items, self.dim = int(n_items), int(dim)
+        self.d = self.n_items * self.dim
+        if padded_dim(self.d) != params.dim:
+            raise ValueError(f"DDG params are for dimension {params.dim}, not {self.d}.")
+        self.rotation_seed, self.chunk = int(rotation_seed), int(chunk)
+        self.modulus_bits = plain_modulus_bits(params.bits)
+        self.keyholder = None
+        if encrypted:
+            self.keyholder = IntegerKeyHolder(self.modulus_bits)
+            self.modulus = self.keyholder.modulus
+        else:
+            self.modulus = batching_prime(self.modulus_bits)
+
+    def _uploads(self, devices: DeviceRound, keep: np.ndarray, signs, key) -> Iterator:
+        """``(device id, packed int64 slots)`` for every kept device, chunk by chunk."""
+        for ids, rows in devices.dense_chunks(self.chunk):
+            mask = np.isin(ids, keep)
+            if not mask.any():
+                continue
+            z = encode_rows(rows[mask], self.params, signs, _rng_of(key, int(ids[0])))
+            yield from zip(ids[mask], pack(z, self.params.bits), strict=True)
+
+    def _sum(self, uploads: Iterator) -> tuple[np.ndarray, int, int]:
+        """``(slots sum mod t, devices, bytes)``, encrypted or in the clear."""
+        if self.keyholder is None:
+            total, n = np.zeros(self.params.dim // self._k(), np.int64), 0
+            for _, slots in uploads:
+                total += slots
+                n += 1
+            per = -(-total.size * self.modulus_bits // 8)
+            return np.mod(total, self.modulus), n, n * per
+        pub, sizes = self.keyholder.public_context, []
+
+        def sealed():
+            for _, slots in uploads:
+                cts = encrypt_slots(pub, slots)
+                sizes.append(sum(len(c) for c in cts))
+                yield cts
+
+        summed = IntegerAggregator(pub).sum(sealed())
+        n_slots = self.params.dim // self._k()
+        if not summed:
+            return np.zeros(n_slots, np.int64), 0, 0
+        return self.keyholder.decrypt_sum(summed, n_slots), len(sizes), int(sum(sizes))
+
+    def _k(self) -> int:
+        return packed_width(self.params.bits)
+
+    def aggregate(
+        self, round_idx: int, devices: DeviceRound, key: jax.Array, **_: object
+    ) -> RoundSum:
+        p = self.params
+        ids = np.asarray(devices.device_ids, np.int64)
+        keep = ids
+        if ids.size > p.n_cap:  # beyond the overflow bound: a random, data-independent subset
+            keep = np.sort(_rng_of(key, -1).choice(ids, p.n_cap, replace=False))
+        signs = rotation_signs(self.rotation_seed, round_idx, p.dim)
+        t0 = time.perf_counter()
+        total, n, nbytes = self._sum(self._uploads(devices, keep, signs, key))
+        z = unpack_sum(total, p.bits, self.modulus)
+        flat = decode_sum(z, p, signs, self.d)
+        sigma = None
+        if p.noise_multiplier > 0:
+            sigma = realized_noise_multiplier(p.noise_multiplier, p.n_min, n)
+        return RoundSum(
+            total=flat.reshape(self.n_items, self.dim),
+            n_accepted=n,
+            upload_bytes=nbytes,
+            dropped=[int(i) for i in np.setdiff1d(ids, keep)],
+            noise_multiplier=sigma,
+            timings={"ddg_round_s": time.perf_counter() - t0},
+        )
+
+    def close(self) -> None:
+        """Nothing to release (the BFV keys go with the object)."""

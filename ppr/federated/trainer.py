@@ -4,6 +4,8 @@ Per round ``t`` (keys are ``fold_in(key, t)`` then split per role; ``key`` is th
 under DP, see :mod:`ppr.privacy.noise`):
 
 1. participants: Poisson(q) or fixed-size sample of the *eligible* devices; dropouts removed;
+   with device tiers (:mod:`ppr.federated.tiers`) also the away devices and the stragglers
+   past the round deadline (decided on public quantities only); the others run their budget;
 2. devices: solve ``p_u`` (kept on the device), compute the update of ``Q``, clip it to ``C``;
 3. summation strategy (plaintext / CKKS), wrapped by DP noise when private;
 4. release: the privacy filter admits the round (data-independent: the noise multiplier the sum
@@ -26,9 +28,10 @@ import jax
 import numpy as np
 
 from ppr.crypto.errors import AggregateRejectedError
-from ppr.federated.fleet import DeviceFleet, apply_dropout, sample_participants
+from ppr.federated.fleet import DeviceFleet, DeviceRound, apply_dropout, sample_participants
 from ppr.federated.server import Server, ServerState
 from ppr.federated.summation import RoundSum, SumStrategy
+from ppr.federated.tiers import TierRound, TierSchedule
 
 logger = logging.getLogger("ppr.federated")
 
@@ -51,6 +54,9 @@ class RoundLog(NamedTuple):
     aggregate_rejected: bool = False
     released: bool = True
     stopped: str = ""
+    stragglers: int = 0  # device tiers: updates dropped past the deadline (also in `dropped`)
+    sim_seconds: float = 0.0  # device tiers: simulated round time
+    tiers: dict | None = None  # device tiers: counts per tier (diagnostics)
 
     def as_dict(self) -> dict:
         return self._asdict()
@@ -85,8 +91,10 @@ class FederatedTrainer:
         clip_norm: float,
         fixed_denominator: float | None,
         accounting: RoundAccounting | None = None,
+        tiers: TierSchedule | None = None,
     ) -> None:
         self.fleet, self.summation, self.server = fleet, summation, server
+        self.tiers = tiers
         self.sampling, self.sampling_rate = sampling, float(sampling_rate)
         self.participants, self.dropout_rate = int(participants), float(dropout_rate)
         self.clip_norm = float(clip_norm)
@@ -117,6 +125,19 @@ class FederatedTrainer:
         denom = self.fixed_denominator if self.fixed_denominator else max(agg.n_accepted, 1)
         return self.server.step(state, agg.total, denom), True, ""
 
+    def _compute(
+        self, q: jax.Array, survivors: np.ndarray, key: jax.Array
+    ) -> tuple[DeviceRound, dict]:
+        """The survivors' updates; with device tiers, only those that are available and meet
+        the deadline (decided on public quantities: :mod:`ppr.federated.tiers`), each with its
+        budget of local steps. Also the tier fields of the round's log."""
+        if self.tiers is None:
+            return self.fleet.compute(q, survivors, self.clip_norm), {}
+        tr: TierRound = self.tiers.plan(key, survivors)
+        devices = self.tiers.compute(self.fleet, q, tr, self.clip_norm)
+        fields = {"stragglers": int(tr.stragglers.size), "sim_seconds": tr.seconds}
+        return devices, {**fields, "tiers": tr.per_tier, "lost": tr.lost}
+
     def round(self, state: ServerState, t: int, key: jax.Array) -> tuple[ServerState, RoundLog]:
         start = time.perf_counter()
         k_sample, k_drop, k_sum = jax.random.split(jax.random.fold_in(key, t), 3)
@@ -125,7 +146,7 @@ class FederatedTrainer:
             k_sample, eligible, self.sampling, self.sampling_rate, self.participants
         )
         survivors, dropped = apply_dropout(k_drop, sampled, self.dropout_rate)
-        devices = self.fleet.compute(state.q, survivors, self.clip_norm)
+        devices, tiered = self._compute(state.q, survivors, jax.random.fold_in(k_drop, 1))
         agg, refused = self._sum(t, devices, k_sum)
         released, why = False, ""
         if not refused:
@@ -136,7 +157,7 @@ class FederatedTrainer:
             eligible=int(eligible.size),
             sampled=int(sampled.size),
             accepted=int(agg.n_accepted),
-            dropped=int(dropped.size) + len(agg.dropped),
+            dropped=int(dropped.size) + len(agg.dropped) + tiered.pop("lost", 0),
             rejected=len(agg.rejected),
             clipped_fraction=float(np.mean(norms > self.clip_norm)) if norms.size else 0.0,
             mean_norm=float(np.mean(norms)) if norms.size else 0.0,
@@ -146,6 +167,7 @@ class FederatedTrainer:
             aggregate_rejected=refused,
             released=released,
             stopped=why,
+            **tiered,
         )
         return state, log
 

@@ -9,7 +9,9 @@ arrays, no pickle: loading a model file never executes code). Format ``ppr.model
      "item_ids": int64 (n_items,),                 # original item ids, for display
      "titles": [str] * n_items | [],               # when the data set has titles
      "hyper": {"alpha", "reg", "dim"},             # what a device needs to solve p_u
-     "privacy": {"epsilon", "delta", "accountant", "noise_secret"}}
+     "privacy": {"epsilon", "delta", "accountant", "noise_secret"},
+     "prior": float32 (n_items,)                   # optional: the run's DP popularity prior
+     "prior_blend": float}                         # its weight in scores (0: unused)
 
 Invariants: ``item_factors`` is the matrix the run released (the last server state); a device
 solves its user vector from it and its own items (:func:`ppr.model.mf.solve_user_factors`); the
@@ -43,6 +45,14 @@ class ReleasedModel:
     version: str = struct.field(pytree_node=False, default="")
     titles: tuple[str, ...] = struct.field(pytree_node=False, default=())
     privacy: dict[str, Any] = struct.field(pytree_node=False, default_factory=dict)
+    prior: np.ndarray | None = None  # the run's DP popularity prior (released, in the ledger)
+    prior_blend: float = struct.field(pytree_node=False, default=0.0)
+
+    def bias(self) -> np.ndarray | None:
+        """The per-item score offset ``prior_blend * prior`` (``None`` when unused)."""
+        if self.prior is None or self.prior_blend == 0:
+            return None
+        return float(self.prior_blend) * np.asarray(self.prior, np.float32)
 
     @property
     def n_items(self) -> int:
@@ -55,8 +65,12 @@ class ReleasedModel:
     def to_bytes(self) -> bytes:
         eps = self.privacy.get("epsilon", math.inf)
         privacy = {**self.privacy, "epsilon": "inf" if eps == math.inf else float(eps)}
+        extra: dict[str, Any] = {}
+        if self.prior is not None:
+            extra = {"prior": np.asarray(self.prior, np.float32), "prior_blend": self.prior_blend}
         return serialization.msgpack_serialize(
-            {
+            extra
+            | {
                 "format": MODEL_FORMAT,
                 "version": self.version,
                 "item_factors": np.asarray(self.item_factors, np.float32),
@@ -78,6 +92,9 @@ class ReleasedModel:
         q = np.asarray(raw["item_factors"], np.float32)
         if q.ndim != 2 or len(raw["item_ids"]) != q.shape[0]:
             raise PprError(f"{where}: item_factors and item_ids do not match.")
+        prior = raw.get("prior")
+        if prior is not None and np.asarray(prior).shape != (q.shape[0],):
+            raise PprError(f"{where}: prior and item_factors do not match.")
         privacy = dict(raw.get("privacy", {}))
         if privacy.get("epsilon") == "inf":
             privacy["epsilon"] = math.inf
@@ -89,6 +106,8 @@ class ReleasedModel:
             version=str(raw["version"]),
             titles=tuple(str(t) for t in raw.get("titles", [])),
             privacy=privacy,
+            prior=None if prior is None else np.asarray(prior, np.float32),
+            prior_blend=float(raw.get("prior_blend", 0.0)),
         )
 
     def save(self, run_dir: str | Path) -> Path:

@@ -31,6 +31,10 @@ suffices; otherwise two. Typical times on 2 CPU cores: 0.2-2 s per sweep point.
 
 RDP logs absl warnings for orders whose series do not converge at small σ (those orders are
 excluded, which is sound); :func:`quiet_absl` silences them for the duration of one call.
+
+Distributed discrete Gaussian releases (:mod:`ppr.privacy.ddg`) have no dp_accounting event: any
+composition holding one is composed entirely in RDP on :data:`RDP_ORDERS` (the DDG parts by the
+paper's bound, the rest by the RdpAccountant), whatever ``accountant`` says.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from dp_accounting.rdp import rdp_privacy_accountant
 
 from ppr.errors import ConfigError
 from ppr.privacy._checks import check_delta, check_positive, fmt
+from ppr.privacy.ddg import contains_ddg, rdp_composition_epsilon
 
 Accountant = Literal["rdp", "pld"]
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "pld")
@@ -210,6 +215,8 @@ def epsilon_of(
         return math.inf
     if isinstance(canon, dp_event.NoOpDpEvent):
         return 0.0
+    if contains_ddg(canon):  # no dp_accounting event for it: the whole composition in RDP
+        return rdp_composition_epsilon(canon, delta, RDP_ORDERS)
     return _cached_epsilon(canon, delta, accountant, coarse)
 
 

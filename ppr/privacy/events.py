@@ -22,6 +22,7 @@ from dp_accounting import dp_event
 
 from ppr.errors import PprError
 from ppr.privacy._checks import check_count, check_non_negative, check_rate
+from ppr.privacy.ddg import DistributedDiscreteGaussianDpEvent
 
 
 def gaussian_rounds_event(noise_multiplier: float, sampling_rate: float) -> dp_event.DpEvent:
@@ -97,6 +98,8 @@ def event_to_json(event: dp_event.DpEvent) -> dict[str, Any]:
 
 def _event_class(name: Any) -> type[dp_event.DpEvent]:
     cls = getattr(dp_event, str(name), None)
+    if str(name) == DistributedDiscreteGaussianDpEvent.__name__:  # ppr's own (ppr.privacy.ddg)
+        cls = DistributedDiscreteGaussianDpEvent
     if not (isinstance(cls, type) and issubclass(cls, dp_event.DpEvent)):
         raise PprError(f"unknown DpEvent type {name!r} in ledger.")
     return cls

@@ -13,12 +13,14 @@ from ppr.serving.codecs import (
     entry_error_bound,
     score_error_bound,
 )
+from ppr.serving.device import DeviceSettings, ServingDevice, open_local, plan_local
 from ppr.serving.errors import BudgetError, CodecError, ServingError
 from ppr.serving.index import AnnoyIndex, ExactIndex, LocalIndex, load_index
 from ppr.serving.recommender import (
     AnnoyRecommender,
     ExactRecommender,
     Explanation,
+    PriorRecommender,
     Recommender,
     load_recommender,
     recommender_for_budget,
@@ -32,12 +34,15 @@ __all__ = [
     "BudgetError",
     "CodecError",
     "DevicePlan",
+    "DeviceSettings",
     "Encoded",
     "ExactIndex",
     "ExactRecommender",
     "Explanation",
     "LocalIndex",
+    "PriorRecommender",
     "Recommender",
+    "ServingDevice",
     "ServingError",
     "build_for_budget",
     "decode",
@@ -45,7 +50,9 @@ __all__ = [
     "entry_error_bound",
     "load_index",
     "load_recommender",
+    "open_local",
     "plan_device",
+    "plan_local",
     "recommender_for_budget",
     "score_error_bound",
 ]

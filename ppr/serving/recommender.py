@@ -27,7 +27,14 @@ from ppr.io import atomic_write_json, read_json
 from ppr.serving.budget import DEFAULT_BUDGET_MB, build_for_budget
 from ppr.serving.codecs import Encoded, save_npy
 from ppr.serving.errors import ServingError
-from ppr.serving.index import AnnoyIndex, ExactIndex, LocalIndex, check_item_ids
+from ppr.serving.index import (
+    AnnoyIndex,
+    ExactIndex,
+    LocalIndex,
+    check_item_ids,
+    score_all,
+    top_k,
+)
 
 MODEL_FILE = "model.json"
 GRAM_FILE = "gram.npy"
@@ -118,6 +125,10 @@ class Recommender:
         own = check_item_ids(user_items, self.n_items)
         p = self.recalculate_user(own)
         hidden = own if exclude is None else np.concatenate([own, np.asarray(exclude).ravel()])
+        return self.rank(p, k, hidden)
+
+    def rank(self, p: np.ndarray, k: int, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ``(ids, scores)`` for the solved user vector ``p``, never one of ``hidden``."""
         return self.index.query(p, k, exclude=hidden)
 
     def explain(self, user_items: np.ndarray, item: int) -> Explanation:
@@ -161,6 +172,54 @@ class AnnoyRecommender(Recommender):
     """Ranks with Annoy's inner-product search (:class:`AnnoyIndex`), exact re-scoring."""
 
     index_kind = AnnoyIndex
+
+
+class PriorRecommender:
+    """``base`` with a public per-item prior added to every score, ``p_u . q_hat_i + bias_i``
+    (e.g. a run's DP popularity prior times its blend weight), ranked by the exact full scan.
+    Same interface as :class:`Recommender`; :meth:`explain` splits the model part ``p_u . q_i``
+    (the prior is one more term, ``bias[item]``, outside the shares)."""
+
+    def __init__(self, base: Recommender, bias: np.ndarray) -> None:
+        self.base = base
+        self.bias = np.asarray(bias, np.float32).ravel()
+        if self.bias.shape != (base.n_items,) or not np.all(np.isfinite(self.bias)):
+            raise ServingError(f"the prior must be {base.n_items} finite numbers")
+        self.index = base.index
+
+    @property
+    def n_items(self) -> int:
+        return self.base.n_items
+
+    @property
+    def nbytes(self) -> int:
+        return self.base.nbytes + int(self.bias.nbytes)
+
+    def recalculate_user(self, item_ids: np.ndarray) -> np.ndarray:
+        return self.base.recalculate_user(item_ids)
+
+    def recommend(
+        self, user_items: np.ndarray, k: int = 10, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by ``p_u . q_hat_i + bias_i``; never one of ``user_items`` / ``exclude``."""
+        own = check_item_ids(user_items, self.n_items)
+        hidden = check_item_ids(
+            own if exclude is None else np.concatenate([own, np.asarray(exclude).ravel()]),
+            self.n_items,
+        )
+        return self.rank(self.recalculate_user(own), k, hidden)
+
+    def rank(self, p: np.ndarray, k: int, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by ``p . q_hat_i + bias_i`` (exact scan), never one of ``hidden``."""
+        if int(k) < 1:
+            raise ServingError(f"k must be at least 1, got {k}")
+        hidden = check_item_ids(hidden, self.n_items)
+        scores = score_all(self.base.items, p) + self.bias
+        scores[hidden] = -np.inf
+        return top_k(scores, min(int(k), self.n_items - np.unique(hidden).size))
+
+    def explain(self, user_items: np.ndarray, item: int) -> Explanation:
+        return self.base.explain(user_items, item)
 
 
 def load_recommender(folder: str | Path, mmap: bool = True) -> Recommender:

@@ -1,4 +1,4 @@
-"""The encryption worker pool never stalls a round.
+"""The encryption worker pool (the ``processes`` executor) never stalls a round.
 
 Faults are real: worker processes are killed (SIGKILL) or frozen (SIGSTOP) while they hold a
 device's update. A crashed or hung worker turns only the device it held into a dropout, is
@@ -49,10 +49,10 @@ def _signal_first_writer(pool: EncryptionPool, sig: int, hit: list, timeout: flo
     deadline = time.monotonic() + timeout
     buf = array.array("i", [0])
     while time.monotonic() < deadline:
-        for w in list(pool._pool):
-            held = w.device
-            if held is None:
+        for w in list(pool.executor._pool):
+            if w.task is None:
                 continue
+            held = w.task[1][0][0][0]  # the task's (batch, round): its one device
             try:
                 fcntl.ioctl(w.conn.fileno(), termios.FIONREAD, buf, True)
             except (OSError, ValueError):
@@ -102,7 +102,8 @@ def test_worker_killed_mid_write_drops_one_device_and_the_round_goes_on(
         # microseconds before the kill, it counts. Either way nothing else is lost.
         dropped = _check_round(outcomes, WORKER_CRASHED)
         assert [o.device_id for o in dropped] in ([held], [])
-        assert len(p._pool) == 2 and proc not in {w.process for w in p._pool}
+        pool = p.executor._pool
+        assert len(pool) == 2 and proc not in {w.process for w in pool}
         assert not any(o.dropped for o in p.encrypt_many(updates, np.arange(N_DEVICES), 1))
 
 
@@ -126,7 +127,7 @@ def test_worker_dead_while_idle_loses_nothing(
 ):
     with EncryptionPool(large_key_holder.public_context(), large_spec, workers=2) as p:
         p.warm_up()
-        idle = p._pool[0]
+        idle = p.executor._pool[0]
         os.kill(idle.process.pid, signal.SIGKILL)
         idle.process.join(10)
         outcomes = list(p.encrypt_many(updates, np.arange(N_DEVICES), 0))

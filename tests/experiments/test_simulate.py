@@ -48,6 +48,7 @@ def test_run_dir_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [rd.name]  # no .partial left
     assert sorted(p.name for p in rd.iterdir()) == [
         "config.toml",
+        "device_log.json",
         "devices.json",
         "ledger.json",
         "metrics.jsonl",
