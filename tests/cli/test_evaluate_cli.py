@@ -6,32 +6,10 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 from ppr_cli.main import app
 from typer.testing import CliRunner
 
-from ppr.config import load_config
-from ppr.experiments import simulate
-
 runner = CliRunner()
-TINY = {
-    "name": "cli",
-    "aggregation.mode": "plaintext",
-    "privacy.epsilon": "inf",
-    "privacy.popularity_blend": 0.0,
-    "federated.rounds": 5,
-    "baselines.centralized": False,
-    "data.synthetic.n_users": 120,
-    "data.synthetic.n_items": 60,
-    "data.synthetic.n_interactions": 3000,
-    "model.dim": 8,
-}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    return simulate(load_config(None, TINY | {"output.runs_dir": str(runs)}), write=True).run_dir
 
 
 def evaluate(*args: str):
