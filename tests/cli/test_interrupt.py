@@ -138,7 +138,16 @@ def test_ctrl_c_stops_a_parallel_sweep_and_resume_runs_only_the_missing_points(
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_dropped_inside_a_gc_callback_is_raised_at_the_next_check() -> None:
     """Python drops an exception raised in a gc callback (JAX registers one): the checkpoint
-    remembers the Ctrl-C and raises it again at the next round's check."""
+    remembers the Ctrl-C and raises it again at the next round's check. Run as from a terminal
+    (Python's own SIGINT handler), whatever the shell running pytest did with SIGINT."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_in_a_gc_callback()
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def _ctrl_c_in_a_gc_callback() -> None:
     before = signal.getsignal(signal.SIGINT)
 
     def callback(phase: str, _info: dict) -> None:
