@@ -6,19 +6,14 @@ import json
 import math
 from pathlib import Path
 
+from data_testutils import TINY_SWEEP_BASE
 from ppr_cli.main import app
 from typer.testing import CliRunner
 
 runner = CliRunner()
 
 TINY = [
-    "data.synthetic.n_users=60",
-    "data.synthetic.n_items=40",
-    "data.synthetic.n_interactions=1500",
-    "model.dim=4",
-    "federated.rounds=2",
-    "privacy.clip_norm=1.0",
-    "evaluation.k=10",
+    *TINY_SWEEP_BASE,
     'sweep.epsilons=["inf", 3.0]',
     "sweep.seeds=[0, 1]",
 ]

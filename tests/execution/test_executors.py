@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from data_testutils import TINY_SWEEP_BASE
 
 from ppr.config import ExecutionConfig, load_config
 from ppr.crypto import CkksSecureAggregation, default_params
@@ -120,13 +121,7 @@ def test_bad_execution_keys_are_one_line_config_errors(override: str, needle: st
 # ---------------------------------------------------------------------------- same results
 
 TINY = [
-    "data.synthetic.n_users=60",
-    "data.synthetic.n_items=40",
-    "data.synthetic.n_interactions=1500",
-    "model.dim=4",
-    "federated.rounds=2",
-    "privacy.clip_norm=1.0",
-    "evaluation.k=10",
+    *TINY_SWEEP_BASE,
     "baselines.centralized=false",
     "baselines.popularity=false",
     "sweep.epsilons=[2.0]",

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from data_testutils import TINY_SWEEP_BASE
 from rich.console import Console
 
 from ppr.config import load_config, to_toml
@@ -26,13 +27,7 @@ from ppr.reporting import (
 from ppr.reporting.plots import plot_recall_vs_epsilon
 
 TINY = [
-    "data.synthetic.n_users=60",
-    "data.synthetic.n_items=40",
-    "data.synthetic.n_interactions=1500",
-    "model.dim=4",
-    "federated.rounds=2",
-    "privacy.clip_norm=1.0",
-    "evaluation.k=10",
+    *TINY_SWEEP_BASE,
     'sweep.epsilons=["inf", 2.0]',
     "sweep.seeds=[0, 1]",
     "privacy.noise_seed=0",
