@@ -56,8 +56,9 @@ def ctrl_c_checkpoint() -> Iterator[Callable[[], None]]:
     """Ctrl-C raises ``KeyboardInterrupt`` as usual and is also remembered; the ``check()`` this
     yields raises it again. Python drops an exception raised inside a garbage-collection
     callback (JAX registers one), so commands call ``check()`` at every round: a Ctrl-C that
-    landed there still stops the run at the next round. A SIGINT that is ignored (a background
-    job) stays ignored; off the main thread nothing is installed."""
+    landed there still stops the run at the next round, and the "Exception ignored" report
+    Python would print for it is held back (stderr stays one line). A SIGINT that is ignored
+    (a background job) stays ignored; off the main thread nothing is installed."""
     pressed = threading.Event()
 
     def check() -> None:
@@ -73,10 +74,20 @@ def ctrl_c_checkpoint() -> Iterator[Callable[[], None]]:
     ) in (signal.SIG_IGN, None):
         yield check
         return
+    def unraisable(info: Any) -> None:
+        # The Ctrl-C that Python dropped inside a callback is remembered and raised at the next
+        # check: no "Exception ignored" traceback for it. Anything else goes to the usual hook.
+        if isinstance(info.exc_value, KeyboardInterrupt) and pressed.is_set():
+            return
+        old_hook(info)
+
     old = signal.signal(signal.SIGINT, on_sigint)
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable
     try:
         yield check
     finally:
+        sys.unraisablehook = old_hook
         signal.signal(signal.SIGINT, old)
 
 
