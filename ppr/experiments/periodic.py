@@ -37,8 +37,10 @@ from ppr.data.loaders import load_interactions
 from ppr.data.split import Split, UserItems, positives
 from ppr.errors import ConfigError, PprError
 from ppr.experiments.factories import check_run
-from ppr.experiments.simulate import simulate
+from ppr.experiments.rundir import CHECKPOINT
+from ppr.experiments.simulate import Progress, simulate
 from ppr.io import atomic_write_json, atomic_write_text, json_safe
+from ppr.model.release import load_model
 from ppr.privacy.plan import default_delta
 from ppr.privacy.spend import PrivacySpend, spend_from_json
 
@@ -51,6 +53,7 @@ __all__ = [
 ]
 
 VERSIONS_DIR = "versions"
+CONFIG_FILE = "periodic_config.toml"
 LEDGER_FILE = "ledger_versions.json"
 SUMMARY_FILE = "versions.json"
 
@@ -136,9 +139,11 @@ def combine_versions(
     return combined
 
 
-def _version_row(v: int, res: Any, window_range: tuple[int, int], k: int) -> dict[str, Any]:
-    s = res.summary.to_dict()
-    base = (s.get("baselines") or {}).get("popularity") or {}
+def _version_row(
+    v: int, summary: dict[str, Any], run_dir: Path, window_range: tuple[int, int], k: int
+) -> dict[str, Any]:
+    """The version's row of ``versions.json`` from its run's ``summary.json`` content."""
+    base = (summary.get("baselines") or {}).get("popularity") or {}
     return json_safe(
         {
             "version": v,
@@ -146,11 +151,11 @@ def _version_row(v: int, res: Any, window_range: tuple[int, int], k: int) -> dic
             "evaluated_on_window": v + 1,
             "window_start": window_range[0],
             "window_end": window_range[1],
-            "devices": (s.get("data") or {}).get("devices"),
-            "epsilon": (s.get("privacy") or {}).get("epsilon_spent"),
-            f"recall@{k}": (s.get("metrics") or {}).get(f"recall@{k}"),
+            "devices": (summary.get("data") or {}).get("devices"),
+            "epsilon": (summary.get("privacy") or {}).get("epsilon_spent"),
+            f"recall@{k}": (summary.get("metrics") or {}).get(f"recall@{k}"),
             f"popularity_recall@{k}": base.get(f"recall@{k}"),
-            "run_dir": str(res.run_dir),
+            "run_dir": str(run_dir),
         }
     )
 
@@ -166,21 +171,32 @@ def run_periodic(
     out_dir: str | Path,
     *,
     windows: int | None = None,
+    resume: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    on_round: Progress | None = None,
 ) -> PeriodicResult:
     """Train the versions of ``cfg`` over time windows into ``out_dir`` (must be new or empty)
-    and write ``versions.json`` and the combined ledger ``ledger_versions.json``."""
+    and write ``versions.json`` and the combined ledger ``ledger_versions.json``.
+
+    ``resume``: continue ``out_dir`` under its own frozen ``periodic_config.toml`` (``cfg`` must
+    equal it): a finished version is read back, not retrained; an interrupted one continues from
+    its last checkpoint (its rounds were released to the aggregator: they are never rerun with
+    fresh noise, and its live ledger goes on); the others run. ``on_round``: each version's
+    per-round progress (:func:`~ppr.experiments.simulate.simulate`'s)."""
     if windows is not None:
         cfg = cfg.replace(**{"periodic.windows": windows})
     check_run(cfg)
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if resume:
+        _check_resumable(cfg, out)
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PprError(f"{out} already exists and is not empty; choose another directory.")
     pos = positives(load_interactions(cfg.data, cfg.seed), cfg.split.positive_threshold)
     window = window_of(pos.timestamps, cfg.periodic.windows)
     delta = _delta(cfg, pos)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "periodic_config.toml", to_toml(cfg))
+    if not resume:
+        atomic_write_text(out / CONFIG_FILE, to_toml(cfg))
     rows, parts, q = [], [], None
     for v in range(cfg.periodic.windows - 1):
         if progress is not None:
@@ -193,13 +209,43 @@ def run_periodic(
                 "baselines.centralized": False,
             }
         )
-        split = version_split(pos, window, v, cfg.periodic.history)
-        res = simulate(vcfg, out / VERSIONS_DIR / f"v{v}", split=split, init_q=q)
-        q = res.model.item_factors
+        final = out / VERSIONS_DIR / f"v{v}"
+        summary, run_dir, q = _version(vcfg, final, pos, window, v, q, on_round)
         ts = pos.timestamps[window == v]
-        rows.append(_version_row(v, res, (int(ts.min()), int(ts.max())), cfg.evaluation.k))
-        parts.append(_version_spend(Path(res.run_dir)))
+        rows.append(_version_row(v, summary, run_dir, (int(ts.min()), int(ts.max())),
+                                 cfg.evaluation.k))  # fmt: skip
+        parts.append(_version_spend(run_dir))
     return _finish(cfg, out, rows, parts, pos.n_users, delta)
+
+
+def _check_resumable(cfg: Config, out: Path) -> None:
+    """``out`` holds a periodic run whose frozen config is ``cfg``."""
+    frozen = out / CONFIG_FILE
+    if not frozen.is_file():
+        raise PprError(f"{frozen}: missing; `--resume` continues a periodic output directory.")
+    if frozen.read_text(encoding="utf-8") != to_toml(cfg):
+        raise ConfigError(
+            f"{frozen}: differs from the given config; a resume continues the same versions "
+            "(give the same CONFIG, --windows and --set, or start a new directory)."
+        )
+
+
+def _version(
+    vcfg: Config, final: Path, pos: Interactions, window: np.ndarray, v: int,
+    q: np.ndarray | None, on_round: Progress | None,
+) -> tuple[dict[str, Any], Path, np.ndarray]:  # fmt: skip
+    """(summary, run directory, released item matrix) of version ``v``: read back when it
+    finished, continued from its checkpoint when it was interrupted, run otherwise."""
+    if (final / "summary.json").is_file():
+        summary = json.loads((final / "summary.json").read_text(encoding="utf-8"))
+        return summary, final, load_model(final).item_factors
+    split = version_split(pos, window, v, vcfg.periodic.history)
+    partial = final.parent / f".{final.name}.partial"
+    if (partial / CHECKPOINT).is_file():
+        res = simulate(vcfg, progress=on_round, split=split, init_q=q, resume=partial)
+    else:
+        res = simulate(vcfg, final, on_round, split=split, init_q=q)
+    return res.summary.to_dict(), Path(res.run_dir), res.model.item_factors
 
 
 def _finish(

@@ -53,7 +53,7 @@ from ppr.crypto.channel import Channel
 from ppr.model.release import load_model
 from ppr.serving.errors import ServingError
 from ppr.serving.index import check_item_ids
-from ppr.serving.recommender import Explanation, Recommender
+from ppr.serving.recommender import Explanation, PriorRecommender, Recommender
 from ppr.serving.refine import BlockPartition, DeviceKey, RefineError, RefineParams
 
 KIND_CONTEXT, KIND_VECTOR, KIND_REQUEST, KIND_SCORES = "context", "vector", "request", "scores"
@@ -280,7 +280,15 @@ class HybridRecommender:
         self.partition = BlockPartition(local.n_items, self.params.slots, info["version"])
         self.q_scale = float(info["q_scale"])
         self.mode = "catalog" if self.partition.n_blocks <= catalog_blocks else "items"
-        self.requester = PersonaRequester(local, n_candidates, n_personas)
+        self.bias = None if bias is None else np.asarray(bias, np.float64).ravel()
+        if self.bias is not None and self.bias.shape != (local.n_items,):
+            raise ServingError(f"the prior must hold {local.n_items} numbers")
+        #: Local ranking of the candidates (and of the personas' decoys): the final ranking's
+        #: own terms, ``p . q_hat + bias``, so the prior's items are among them when it has any.
+        self.ranker: Recommender | PriorRecommender = (
+            local if self.bias is None else PriorRecommender(local, self.bias)
+        )
+        self.requester = PersonaRequester(self.ranker, n_candidates, n_personas)
         self.server_user: ServerSpaceUser | None = None
         self._key: DeviceKey | None = None
         self._cid: str | None = None
@@ -288,9 +296,6 @@ class HybridRecommender:
         self._p_scale = 1.0
         self.last_stats: RequestStats | None = None
         self.history: list[RequestStats] = []
-        self.bias = None if bias is None else np.asarray(bias, np.float64).ravel()
-        if self.bias is not None and self.bias.shape != (local.n_items,):
-            raise ServingError(f"the prior must hold {local.n_items} numbers")
 
     @property
     def n_items(self) -> int:
@@ -371,7 +376,7 @@ class HybridRecommender:
         before = self.transport.channel.totals()["by_kind"].get(KIND_STREAM, 0)
         p = self.recalculate_user(own)
         streamed = self.transport.channel.totals()["by_kind"].get(KIND_STREAM, 0) - before
-        cand, cand_scores = self.local.recommend(
+        cand, cand_scores = self.ranker.recommend(
             own, k=max(int(k), self.n_candidates), exclude=exclude
         )
         ids, scores = self.refined_scores(p, cand, own)

@@ -192,6 +192,11 @@ class PriorRecommender:
         return self.base.n_items
 
     @property
+    def items(self) -> Encoded:
+        """The base recommender's stored matrix (the prior holds no item vectors)."""
+        return self.base.items
+
+    @property
     def nbytes(self) -> int:
         return self.base.nbytes + int(self.bias.nbytes)
 

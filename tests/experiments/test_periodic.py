@@ -93,3 +93,53 @@ def test_periodic_cli_bad_windows_is_one_line_exit_2(tmp_path):
     )
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--windows" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_an_interrupted_periodic_run_resumes_to_the_same_versions(tmp_path):
+    """Interrupted in version 1 after its first round: ``resume`` reads version 0 back (not
+    retrained), continues version 1 from its checkpoint (its released round is not rerun with
+    fresh noise) and ends where an uninterrupted run ends (reproducible noise)."""
+    cfg = load_config(None, TINY)
+    whole = run_periodic(cfg, tmp_path / "whole")
+    calls: list[int] = []
+
+    def stop_in_version_1(done: int, total: int, rec: dict) -> None:
+        calls.append(done)
+        if len(calls) == cfg.federated.rounds + 1:  # version 1's first round is checkpointed
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run_periodic(cfg, out, on_round=stop_in_version_1)
+    v0_summary = (out / "versions" / "v0" / "summary.json").stat().st_mtime_ns
+    assert (out / "versions" / ".v1.partial" / "checkpoint.npz").is_file()
+    assert not (out / "versions.json").exists()  # nothing final half written
+
+    resumed: list[int] = []
+    res = run_periodic(cfg, out, resume=True, on_round=lambda d, t, r: resumed.append(d))
+    assert resumed == list(range(2, cfg.federated.rounds + 1))  # only version 1's rest ran
+    assert (out / "versions" / "v0" / "summary.json").stat().st_mtime_ns == v0_summary
+    for a, b in zip(whole.versions, res.versions, strict=True):
+        assert {k: v for k, v in a.items() if k != "run_dir"} == {
+            k: v for k, v in b.items() if k != "run_dir"
+        }
+    assert np.array_equal(whole.user_epsilon, res.user_epsilon)
+    ledger = load_ledger(out / "versions" / "v1" / "ledger.json")
+    assert ledger.composed() == load_ledger(tmp_path / "whole/versions/v1/ledger.json").composed()
+
+
+def test_periodic_resume_refuses_another_config_and_needs_out(tmp_path):
+    cfg = load_config(None, TINY)
+    with pytest.raises(Exception, match=r"periodic_config\.toml: missing"):
+        run_periodic(cfg, tmp_path / "none", resume=True)
+    runner = CliRunner()
+    r = runner.invoke(app, ["periodic", "x.toml", "--resume"])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--out" in r.stderr
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "periodic_config.toml").write_text("name = 'other'\n")
+    conf = tmp_path / "c.toml"
+    conf.write_text("[data.synthetic]\nn_users = 50\n")
+    r = runner.invoke(app, ["periodic", str(conf), "--out", str(out), "--resume"])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "periodic_config.toml" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["periodic_config.toml"]

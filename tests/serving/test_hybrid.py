@@ -103,6 +103,31 @@ def test_no_item_id_of_the_history_leaves_the_device(run_dir, catalog, users, ca
     assert not np.isin(ids, items).any()
 
 
+def test_items_mode_candidates_rank_with_the_prior(run_dir, catalog, users) -> None:
+    """With a released prior the device picks its candidates (and its decoys) by the final
+    ranking's own terms, ``p . q_hat + bias``: items the prior lifts into the top-k are among
+    the candidates, so the hybrid answer is the exact top-k of ``p . q + bias``."""
+    local = recommender_for_budget(catalog.q, 3.0, 30.0, device_budget_mb=0.08)
+    items = users[0]
+    p = local.recalculate_user(items)
+    model_part = catalog.q.astype(np.float64) @ p
+    bias = np.zeros(catalog.n_items)
+    lifted = np.random.default_rng(0).choice(catalog.n_items, 40, replace=False)
+    bias[lifted] = 2.0 * np.abs(model_part).max()  # these outrank every item the model prefers
+    transport = InProcessTransport(in_process_service(run_dir))
+    hybrid = HybridRecommender(
+        local, transport, n_candidates=50, n_personas=4, catalog_blocks=1,
+        version="hybrid-test@1", bias=bias,
+    )  # fmt: skip
+    assert hybrid.mode == "items"
+    ids, scores = hybrid.recommend(items, k=20)
+    exact = model_part + bias
+    exact[items] = -np.inf
+    want = np.argsort(-exact, kind="stable")[:20]
+    assert set(ids.tolist()) == set(want.tolist())
+    assert np.allclose(scores, exact[ids], atol=1e-3 * np.abs(model_part).max())
+
+
 def test_dimension_truncated_device_gets_full_model_ranking(run_dir, catalog, users) -> None:
     """A device storing only an 8-dimensional PCA of the 16-dimensional model: the hybrid solves
     ``p_u`` in the server's space (streamed Q^T Q and own rows) and ranks by the full model."""
