@@ -7,7 +7,8 @@ arm's values, the test split, the input's ``[sweep]`` section), with the arms an
 statement of the choice in its comment header. The runs land in ``--dir`` (default
 ``<output.runs_dir>/tune-<name>``); a tuning killed mid-way is completed by the same command with
 ``--resume``. The command prints what the choice costs in privacy: the composed ε of every model
-trained while tuning, and that the choice is NOT included in the ε of the chosen config's runs.
+trained while tuning, and that the choice is NOT included in the ε of the chosen config's runs,
+or, with ``tune.selection_epsilon > 0``, the ε of the whole tuning with the noisy choice included.
 Bad input: one line on stderr, exit 2, nothing written to ``--out``.
 """
 

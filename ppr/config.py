@@ -329,6 +329,12 @@ class TuneConfig:
     seeds: list = _f([0], item=int, ge=0, doc="seeds of every arm (mean over them is compared)")
     grid: dict = _f({}, doc='arms: keys to try, e.g. {"federated.sampling_rate" = [0.05, 0.1]}')
     metric: Literal["recall", "ndcg"] = _f("recall", doc="validation metric @ evaluation.k")
+    selection_epsilon: float = _f(
+        0.0,
+        ge=0.0,
+        doc="0: choose on exact validation scores (the choice is NOT in epsilon); > 0: choose on "
+        "noisy scores at this epsilon, accounted with every arm's ledger",
+    )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,11 @@ Steps (:func:`run_tune`):
    :func:`ppr.experiments.sweep.run_sweep` into the tuning directory (resumable: ``resume``
    reruns only the arms without a finished result, and refuses a different base config);
 2. the choice (:func:`pick_best`): the arm with the best mean validation metric over the seeds
-   (ties: the first arm in grid order). Only validation numbers are read, never test ones;
+   (ties: the first arm in grid order). Only validation numbers are read, never test ones. With
+   ``tune.selection_epsilon > 0`` (:func:`private_choice`) the metric is the *noisy* one: every
+   run's validation sum and user count released once with Gaussian noise
+   (:mod:`ppr.privacy.selection`), saved in ``selection.json`` and read back by any later call
+   (a resume never draws it again);
 3. the chosen config (:func:`chosen_config`): the input with the arm's values, ``evaluation.split
    = "test"`` and the ``[tune]`` section reset, written atomically with a comment header that
    records the arms and the privacy statement;
@@ -22,9 +26,11 @@ Steps (:func:`run_tune`):
    * accounted part: every model trained while tuning is a release about the same users; their
      ledgers (``ledger.json`` of each run) composed with the accountant give ``arms_epsilon``,
      what publishing every tried arm's model would cost;
-   * not included: the choice itself reads the validation positives directly (no DP mechanism
-     covers it), so the ε of the runs of the chosen config does NOT include the tuning. The
-     statement says so in words; nothing here pretends otherwise.
+   * the choice: with exact scores it reads the validation positives directly (no DP mechanism
+     covers it), so the ε of the runs of the chosen config does NOT include the tuning, and the
+     statement says so in words. With noisy scores the selection release is one more DpEvent,
+     composed with every run's ledger: ``tuning_epsilon`` then covers the whole tuning, and the
+     chosen config's runs compose with it.
 """
 
 from __future__ import annotations
@@ -37,16 +43,35 @@ from pathlib import Path
 from typing import Any
 
 import dp_accounting
+import numpy as np
 
 from ppr.config import Config, from_dict, to_toml
 from ppr.errors import ConfigError
 from ppr.experiments.report import TUNING_NOTE
 from ppr.experiments.sweep import SweepProgress, SweepResult, expand_grid, run_sweep
-from ppr.io import atomic_write_text, json_safe
+from ppr.io import atomic_write_json, atomic_write_text, json_safe, read_json
 from ppr.privacy.accounting import epsilon_of
+from ppr.privacy.events import event_from_json, event_to_json
 from ppr.privacy.ledger import load_ledger
+from ppr.privacy.randomness import NoiseSource
+from ppr.privacy.selection import (
+    calibrate_selection,
+    noisy_run_means,
+    selection_event,
+    selection_std,
+)
 
-__all__ = ["TuneResult", "chosen_config", "pick_best", "run_tune", "tuning_config", "tuning_cost"]
+__all__ = [
+    "TuneResult",
+    "chosen_config",
+    "pick_best",
+    "private_choice",
+    "run_tune",
+    "tuning_config",
+    "tuning_cost",
+]
+
+SELECTION_FILE = "selection.json"
 
 _RESERVED = ("privacy.epsilon", "seed", "evaluation.split")
 
@@ -108,31 +133,100 @@ def chosen_config(cfg: Config, values: dict[str, Any]) -> Config:
     return cfg.replace(**{**values, "evaluation.split": "test", "tune": {}})
 
 
-def tuning_cost(runs: list[dict[str, Any]], accountant: str) -> dict[str, Any]:
+def tuning_cost(
+    runs: list[dict[str, Any]], accountant: str, selection: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The privacy statement of a choice among ``runs`` (one row per run of the tuning sweep,
     with ``run_dir`` and ``delta``). ``arms_epsilon`` composes every run's ledger at the runs'
-    δ summed (a basic-composition δ); the choice itself is not included in any ε."""
+    δ summed (a basic-composition δ). ``selection`` (from :func:`private_choice`): the noisy
+    scores' release, composed too; ``tuning_epsilon`` then covers the whole tuning. Without it
+    the choice is not included in any ε."""
     events = [load_ledger(Path(r["run_dir"]) / "ledger.json").composed() for r in runs]
     deltas = [float(r["delta"] or 0.0) for r in runs]
     private = all(d > 0 for d in deltas) and bool(events)
     total_delta = float(sum(deltas)) if private else 0.0
-    eps = (
-        epsilon_of(dp_accounting.ComposedDpEvent(events), total_delta, accountant)
-        if private
-        else math.inf
-    )
-    return {
+    eps = math.inf
+    if private:
+        eps = epsilon_of(dp_accounting.ComposedDpEvent(events), total_delta, accountant)
+    out: dict[str, Any] = {
         "runs": len(runs),
         "arms_epsilon": json_safe(eps),
         "arms_delta": total_delta,
         "included_in_epsilon": False,
-        "statement": (
+    }
+    if selection is None or not private:
+        out["statement"] = (
             f"the choice among {len(runs)} tuning run(s) is NOT included in the epsilon of the "
             f"chosen config's runs ({TUNING_NOTE}); publishing every tried arm's model would "
             f"compose to epsilon {_fmt(eps)} at delta {total_delta:.3g}, and picking the arm "
             "reads validation positives directly, which no DP mechanism covers"
+        )
+        return out
+    all_events = [*events, event_from_json(selection["event"])]
+    tune_delta = total_delta  # the accountant composes the events: read at the arms' δ
+    tune_eps = epsilon_of(dp_accounting.ComposedDpEvent(all_events), tune_delta, accountant)
+    out.update(
+        included_in_epsilon=True,
+        selection_epsilon=selection["epsilon"],
+        tuning_epsilon=json_safe(tune_eps),
+        tuning_delta=tune_delta,
+        statement=(
+            f"the choice is accounted: {len(runs)} tuning run(s) and the noisy validation "
+            f"scores the arm was chosen by (epsilon {selection['epsilon']:g}, noise std "
+            f"{selection['std']:.3g} per sum and count) compose to epsilon {_fmt(tune_eps)} at "
+            f"delta {tune_delta:.3g}; the chosen config's runs compose with it"
         ),
-    }
+    )
+    return out
+
+
+def private_choice(
+    cfg: Config, runs: list[dict[str, Any]], metric: str, tune_dir: Path
+) -> dict[str, Any]:
+    """The noisy validation release of ``runs`` at ``tune.selection_epsilon``, drawn once and
+    saved in ``tune_dir/selection.json`` (read back afterwards, never drawn again: the ledger is
+    what really ran). Raises when a saved release belongs to other runs or another ε."""
+    ids = [r["point_id"] for r in runs]
+    path = tune_dir / SELECTION_FILE
+    eps = float(cfg.tune.selection_epsilon)
+    if path.is_file():
+        saved = read_json(path)
+        if saved.get("runs") != ids or saved.get("epsilon") != eps or saved.get("metric") != metric:
+            raise ConfigError(
+                f"{path}: a selection released for other runs or another "
+                "`tune.selection_epsilon`; drawing it again would spend more: use a new --dir."
+            )
+        return saved
+    delta = max(float(r["delta"] or 0.0) for r in runs)
+    if delta <= 0:
+        raise ConfigError("`tune.selection_epsilon` needs private tuning runs (delta > 0).")
+    z = calibrate_selection(eps, delta, cfg.privacy.accountant)
+    seed = cfg.privacy.noise_seed
+    source = NoiseSource.secret() if seed < 0 else NoiseSource.seeded(seed)
+    sums, counts, means = noisy_run_means(
+        [float(r[metric]) for r in runs], [int(r["evaluated_users"]) for r in runs], z, source
+    )
+    saved = {
+        "metric": metric, "epsilon": eps, "delta": delta, "noise_multiplier": z,
+        "std": selection_std(z, len(runs)), "event": event_to_json(selection_event(z)),
+        "randomness": source.label, "runs": ids, "noisy_sums": sums.tolist(),
+        "noisy_counts": counts.tolist(), "noisy_means": means.tolist(),
+    }  # fmt: skip
+    atomic_write_json(path, json_safe(saved))
+    return saved
+
+
+def _noisy_arms(
+    arms: list[dict[str, Any]], runs: list[dict[str, Any]], keys: list[str], metric: str,
+    selection: dict[str, Any],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """``arms`` with ``noisy_<metric>``: the mean over each arm's runs of their noisy means."""
+    noisy = dict(zip(selection["runs"], selection["noisy_means"], strict=True))
+    out = []
+    for arm in arms:
+        mine = [noisy[r["point_id"]] for r in runs if all(r.get(k) == arm.get(k) for k in keys)]
+        out.append({**arm, f"noisy_{metric}": float(np.mean(mine)) if mine else math.nan})
+    return out
 
 
 def minimal_toml(cfg: Config) -> str:
@@ -213,13 +307,17 @@ def run_tune(
         base, tune_dir, workers=workers, resume=resume, progress=progress, plot=False
     )
     metric = f"{cfg.tune.metric}@{cfg.evaluation.k}"
-    best = pick_best(result.points, metric)
     keys = list(cfg.tune.grid)
+    arms, selection, by = result.points, None, metric
+    if cfg.tune.selection_epsilon > 0:
+        selection = private_choice(cfg, result.runs, metric, Path(tune_dir))
+        arms, by = _noisy_arms(arms, result.runs, keys, metric, selection), f"noisy_{metric}"
+    best = pick_best(arms, by)
     values = {k: best[k] for k in keys}
     chosen = chosen_config(cfg, values)
-    cost = tuning_cost(result.runs, cfg.privacy.accountant)
+    cost = tuning_cost(result.runs, cfg.privacy.accountant, selection)
     written = None
     if out_config is not None:
-        text = _header(cfg, result.points, best, metric, cost) + minimal_toml(chosen)
+        text = _header(cfg, arms, best, by, cost) + minimal_toml(chosen)
         written = atomic_write_text(Path(out_config), text)
-    return TuneResult(result, metric, result.points, values, chosen, written, cost)
+    return TuneResult(result, by, arms, values, chosen, written, cost)

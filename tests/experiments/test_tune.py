@@ -3,6 +3,7 @@ for `ppr sweep`, states (and composes) what the choice costs in privacy, and res
 
 from __future__ import annotations
 
+import json
 import math
 
 import dp_accounting
@@ -94,3 +95,39 @@ def test_minimal_toml_keeps_only_what_differs_and_loads_back(tmp_path):
     assert "[serving]" not in text  # untouched sections are not pinned
     (tmp_path / "c.toml").write_text(text)
     assert to_toml(load_config(tmp_path / "c.toml")) == to_toml(cfg)
+
+
+def test_a_private_choice_is_accounted_released_once_and_never_redrawn(tmp_path):
+    """``tune.selection_epsilon > 0``: the arm is chosen on noisy validation scores; the release
+    is saved and read back by a resume (same numbers, even with secret noise), its Gaussian
+    event composes with every run's ledger into ``tuning_epsilon``, and a resume at another
+    selection ε is refused instead of drawing again."""
+    over = [x for x in TINY if not x.startswith("privacy.noise_seed")]
+    cfg = load_config(None, [*over, "tune.selection_epsilon=1.0"])  # secret noise
+    out = tmp_path / "chosen.toml"
+    res = run_tune(cfg, tmp_path / "tune", out, workers=1)
+    sel = json.loads((tmp_path / "tune" / "selection.json").read_text())
+    assert sel["randomness"].startswith("secret") and len(sel["noisy_means"]) == 2
+    assert res.metric == "noisy_recall@20"
+    best = max(res.arms, key=lambda r: r["noisy_recall@20"])
+    assert res.chosen["federated.rounds"] == best["federated.rounds"]
+    cost = res.cost
+    assert cost["included_in_epsilon"] is True and "accounted" in cost["statement"]
+    events = [load_ledger(f"{r['run_dir']}/ledger.json").composed() for r in res.sweep.runs]
+    events.append(dp_accounting.GaussianDpEvent(sel["noise_multiplier"]))
+    delta = sum(r["delta"] for r in res.sweep.runs)  # read at the arms' δ
+    expect = epsilon_of(dp_accounting.ComposedDpEvent(events), delta, "pld")
+    assert cost["tuning_epsilon"] == pytest.approx(expect, rel=1e-9)
+    assert cost["tuning_delta"] == cost["arms_delta"]
+    assert cost["tuning_epsilon"] > cost["arms_epsilon"]
+    # the release alone meets its own target
+    assert epsilon_of(events[-1], sel["delta"], "pld") <= 1.0 + 1e-9
+    text = out.read_text()
+    assert "accounted" in text and "NOT included" not in text
+    assert "noisy_recall@20" in text and " recall@20:" not in text  # only DP numbers in it
+    again = run_tune(cfg, tmp_path / "tune", None, workers=1, resume=True)
+    assert again.sweep.ran == 0 and again.chosen == res.chosen
+    assert [a["noisy_recall@20"] for a in again.arms] == [a["noisy_recall@20"] for a in res.arms]
+    other = load_config(None, [*over, "tune.selection_epsilon=2.0"])
+    with pytest.raises(ConfigError, match=r"selection\.json"):
+        run_tune(other, tmp_path / "tune", None, workers=1, resume=True)
