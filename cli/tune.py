@@ -75,6 +75,9 @@ def tune(
                 "chosen": result.chosen,
                 "written": str(result.written) if result.written else None,
                 "privacy": result.cost,
+                "diagnostics": "the arms' exact validation metrics are non-private diagnostics"
+                + ("; the choice used only the noisy ones" if result.cost["included_in_epsilon"]
+                   else ""),
             }
         )
         return

@@ -64,4 +64,5 @@ def test_tune_json_writes_the_chosen_config(tmp_path):
     assert obj["chosen"]["model.dim"] in (2, 4)
     assert obj["privacy"]["included_in_epsilon"] is False
     assert "NOT included" in obj["privacy"]["statement"]
+    assert obj["diagnostics"].startswith("the arms' exact validation metrics are non-private")
     assert f"dim = {obj['chosen']['model.dim']}" in out.read_text()
