@@ -22,7 +22,6 @@ release of every version the user was eligible in, and of nothing else. All vers
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from ppr.errors import ConfigError, PprError
 from ppr.experiments.factories import check_run
 from ppr.experiments.rundir import CHECKPOINT
 from ppr.experiments.simulate import Progress, simulate
-from ppr.io import atomic_write_json, atomic_write_text, json_safe
+from ppr.io import atomic_write_json, atomic_write_text, json_safe, read_json
 from ppr.model.release import load_model
 from ppr.privacy.plan import default_delta
 from ppr.privacy.spend import PrivacySpend, spend_from_json
@@ -119,7 +118,7 @@ def _version_spend(run_dir: Path) -> tuple[np.ndarray, PrivacySpend]:
     path = run_dir / "devices.json"
     if not path.is_file():
         raise PprError(f"{path}: missing (periodic needs `output.protected_only = false`).")
-    rep = json.loads(path.read_text(encoding="utf-8"))
+    rep = read_json(path)
     return np.asarray(rep["members"], np.int64), spend_from_json(rep["spend"])
 
 
@@ -237,8 +236,7 @@ def _version(
     """(summary, run directory, released item matrix) of version ``v``: read back when it
     finished, continued from its checkpoint when it was interrupted, run otherwise."""
     if (final / "summary.json").is_file():
-        summary = json.loads((final / "summary.json").read_text(encoding="utf-8"))
-        return summary, final, load_model(final).item_factors
+        return read_json(final / "summary.json"), final, load_model(final).item_factors
     split = version_split(pos, window, v, vcfg.periodic.history)
     partial = final.parent / f".{final.name}.partial"
     if (partial / CHECKPOINT).is_file():

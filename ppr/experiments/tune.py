@@ -53,7 +53,7 @@ from ppr.io import atomic_write_json, atomic_write_text, json_safe, read_json
 from ppr.privacy.accounting import epsilon_of
 from ppr.privacy.events import event_from_json, event_to_json
 from ppr.privacy.ledger import load_ledger
-from ppr.privacy.randomness import NoiseSource
+from ppr.privacy.randomness import noise_source
 from ppr.privacy.selection import (
     calibrate_selection,
     noisy_run_means,
@@ -202,7 +202,7 @@ def private_choice(
         raise ConfigError("`tune.selection_epsilon` needs private tuning runs (delta > 0).")
     z = calibrate_selection(eps, delta, cfg.privacy.accountant)
     seed = cfg.privacy.noise_seed
-    source = NoiseSource.secret() if seed < 0 else NoiseSource.seeded(seed)
+    source = noise_source(seed if seed >= 0 else None)
     sums, counts, means = noisy_run_means(
         [float(r[metric]) for r in runs], [int(r["evaluated_users"]) for r in runs], z, source
     )
